@@ -1,0 +1,1 @@
+"""Re-implementations of `monolith.native_training` modules on stock TF."""

@@ -1,0 +1,1 @@
+"""Generated protobuf modules of monolith's hash table (see protos/)."""
