@@ -55,8 +55,10 @@ def generate_protos(out_dir=_HERE):
   if not protos:
     raise SystemExit(f"monolith-tf: no .proto files found under {_PROTO_ROOT}")
   include = os.path.join(os.path.dirname(protoc.__file__), "_proto")
-  args = ["grpc_tools.protoc", f"-I{_PROTO_ROOT}", f"-I{include}",
-          f"--python_out={out_dir}"] + protos
+  args = [
+      "grpc_tools.protoc", f"-I{_PROTO_ROOT}", f"-I{include}",
+      f"--python_out={out_dir}"
+  ] + protos
   cwd = os.getcwd()
   try:
     os.chdir(_PROTO_ROOT)

@@ -36,16 +36,18 @@ def _check_tensorflow_version() -> None:
         "imported ({err}). Install it alongside, e.g. "
         "`pip install 'monolith-tf[cpu]'` (tensorflow-cpu) or "
         "`pip install 'monolith-tf[gpu]'` (tensorflow[and-cuda]), or any "
-        "TensorFlow build of your own.".format(
-            lo=MIN_TF_VERSION, hi=MAX_TF_VERSION, err=e)) from e
+        "TensorFlow build of your own.".format(lo=MIN_TF_VERSION,
+                                               hi=MAX_TF_VERSION,
+                                               err=e)) from e
   installed = getattr(tf, "__version__", "0.0.0")
   if not (_parse_version(MIN_TF_VERSION) <= _parse_version(installed) <
           _parse_version(MAX_TF_VERSION)):
     raise ImportError(
         "monolith-tf supports TensorFlow >= {lo}, < {hi}; found TensorFlow "
         "{found}. Upgrade TensorFlow, e.g. `pip install -U "
-        "'tensorflow-cpu>={lo},<{hi}'`.".format(
-            lo=MIN_TF_VERSION, hi=MAX_TF_VERSION, found=installed))
+        "'tensorflow-cpu>={lo},<{hi}'`.".format(lo=MIN_TF_VERSION,
+                                                hi=MAX_TF_VERSION,
+                                                found=installed))
 
 
 _check_tensorflow_version()

@@ -22,14 +22,13 @@ from monolith.native_training.runtime.hash_table.compressor import float_compres
 from monolith.native_training.runtime.hash_table.initializer import initializer_config_pb2
 from monolith.native_training.runtime.hash_table.optimizer import optimizer_pb2
 
-_SCHEMA_PATH = os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), "data",
-    "hash_table_schema.json")
+_SCHEMA_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",
+                            "hash_table_schema.json")
 
 _FILES = {
-    module.DESCRIPTOR.name: module.DESCRIPTOR for module in (
-        embedding_hash_table_pb2, float_compressor_pb2, initializer_config_pb2,
-        optimizer_pb2)
+    module.DESCRIPTOR.name: module.DESCRIPTOR
+    for module in (embedding_hash_table_pb2, float_compressor_pb2,
+                   initializer_config_pb2, optimizer_pb2)
 }
 
 _TYPE_NAMES = {
@@ -121,8 +120,8 @@ def _describe_installed():
   """Renders the installed descriptors like the schema's "types" section."""
   types = {}
   for file_name, file_descriptor in _FILES.items():
-    for name, (kind, proto) in _collect_types(
-        _file_proto(file_descriptor)).items():
+    for name, (kind,
+               proto) in _collect_types(_file_proto(file_descriptor)).items():
       entry = {"file": file_name}
       if kind == "enum":
         entry["enum"] = {value.name: value.number for value in proto.value}
@@ -170,8 +169,7 @@ class SchemaTest(parameterized.TestCase):
     default_pool = descriptor_pool.Default()
     for file_name in self.schema["files"]:
       with self.subTest(file=file_name):
-        self.assertEqual(file_name,
-                         default_pool.FindFileByName(file_name).name)
+        self.assertEqual(file_name, default_pool.FindFileByName(file_name).name)
     for name, expected in self.schema["types"].items():
       with self.subTest(type=name):
         if "enum" in expected:
@@ -205,8 +203,8 @@ class SchemaTest(parameterized.TestCase):
       name = "monolith.hash_table.OptimizerConfig"
     else:
       mutated[name]["fields"][field][key] = value
-    self.assertEqual(
-        _expected_type(self.schema["types"][name]), self.installed[name])
+    self.assertEqual(_expected_type(self.schema["types"][name]),
+                     self.installed[name])
     self.assertNotEqual(_expected_type(mutated[name]), self.installed[name])
 
 
@@ -226,17 +224,16 @@ def _fully_populated_config():
   entry.entry_type = entry.SERVING
   oneof_names = {
       "opt_config": [
-          f.name
-          for f in optimizer_pb2.OptimizerConfig.DESCRIPTOR.oneofs_by_name[
-              "type"].fields
+          f.name for f in
+          optimizer_pb2.OptimizerConfig.DESCRIPTOR.oneofs_by_name["type"].fields
       ],
       "init_config": [
-          f.name for f in initializer_config_pb2.InitializerConfig.DESCRIPTOR
-          .oneofs_by_name["type"].fields
+          f.name for f in initializer_config_pb2.InitializerConfig.DESCRIPTOR.
+          oneofs_by_name["type"].fields
       ],
       "comp_config": [
-          f.name for f in float_compressor_pb2.FloatCompressorConfig.DESCRIPTOR
-          .oneofs_by_name["type"].fields
+          f.name for f in float_compressor_pb2.FloatCompressorConfig.DESCRIPTOR.
+          oneofs_by_name["type"].fields
       ],
   }
   count = max(len(names) for names in oneof_names.values())
@@ -292,7 +289,8 @@ class RoundTripTest(parameterized.TestCase):
     self.assertEqual(240, cfg.feature_evict_every_n_hours)
     self.assertEqual(cfg.PACKED, cfg.entry_type)
     self.assertEqual(cfg.entry_config.TRAINING, cfg.entry_config.entry_type)
-    self.assertAlmostEqual(0.99, optimizer_pb2.AdamOptimizerConfig().beta2,
+    self.assertAlmostEqual(0.99,
+                           optimizer_pb2.AdamOptimizerConfig().beta2,
                            places=6)
     self.assertEqual(b"", cfg.SerializeToString())
 
