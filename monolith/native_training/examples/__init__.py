@@ -1,0 +1,1 @@
+"""Runnable examples of monolith-tf (`python -m <module>`)."""
