@@ -1,0 +1,284 @@
+"""Smoke test of benchmarks/combiners.py (no timing assertions).
+
+Runs the benchmark once in --quick mode in a subprocess (as CI does) and
+checks the JSON it writes: structure, that every variant was checked against
+the NumPy reference before being timed, that wrong baselines are reported as
+WRONG and never picked as the best baseline. A few pure helpers are tested
+in-process.
+"""
+
+import importlib.util
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+
+_ROOT = pathlib.Path(__file__).resolve().parents[2]
+_SCRIPT = _ROOT / "benchmarks" / "combiners.py"
+
+_CASE_KEYS = {
+    "workload", "op", "mode", "exec", "floor_bytes", "floor_ms", "overhead_ms",
+    "variants", "best_baseline", "ours_status", "ours_ms", "ratio",
+    "ratio_vs_monolith"
+}
+_SUMMARY_KEYS = {
+    "n_cases", "n_compared", "geomean_ours_over_best_baseline", "worst",
+    "firstn_fwdbwd_ours_over_monolith_geomean", "firstn_fwdbwd_cases",
+    "xla_geomean_ours_over_best_baseline", "ours_not_ok", "wrong_variants",
+    "targets"
+}
+
+
+def _load_benchmark_module():
+  spec = importlib.util.spec_from_file_location("combiners_benchmark", _SCRIPT)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+class QuickRunTest(tf.test.TestCase):
+  """Runs `combiners.py --quick --json` once and inspects the result."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls._tmp = tempfile.TemporaryDirectory()
+    path = os.path.join(cls._tmp.name, "out.json")
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run(
+        [sys.executable,
+         str(_SCRIPT), "--quick", "--json", path],
+        cwd=str(_ROOT),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False)
+    cls.proc = proc
+    cls.result = None
+    if proc.returncode == 0 and os.path.exists(path):
+      with open(path) as f:
+        cls.result = json.load(f)
+
+  @classmethod
+  def tearDownClass(cls):
+    cls._tmp.cleanup()
+    super().tearDownClass()
+
+  def setUp(self):
+    super().setUp()
+    self.assertEqual(
+        self.proc.returncode, 0, "benchmark failed:\n%s\n%s" %
+        (self.proc.stdout[-3000:], self.proc.stderr[-3000:]))
+    self.assertIsNotNone(self.result)
+
+  def test_prints_table_and_summary(self):
+    out = self.proc.stdout
+    self.assertIn("OVERVIEW", out)
+    self.assertIn("geomean ours / best baseline", out)
+    self.assertIn("target <= 0.75", out)
+    self.assertIn("target <= 1.10", out)
+    self.assertIn("target <= 0.20", out)
+
+  def test_top_level_structure(self):
+    r = self.result
+    self.assertEqual(r["schema_version"], 1)
+    self.assertTrue(r["config"]["quick"])
+    self.assertGreater(r["bandwidth"]["bytes_per_s"], 0)
+    self.assertNotEmpty(r["bandwidth"]["measurements"])
+    self.assertIn("tensorflow", r["environment"])
+    self.assertContainsSubset(_SUMMARY_KEYS, r["summary"].keys())
+    wl = r["workloads"]["a"]
+    self.assertGreaterEqual(wl["trailing_empty_rows"], 1)
+    self.assertGreater(wl["empty_rows"], wl["trailing_empty_rows"])
+
+  def test_every_op_mode_and_exec_was_run(self):
+    cfg = self.result["config"]
+    got = {(c["workload"], c["op"], c["mode"], c["exec"])
+           for c in self.result["cases"]}
+    want = {(w, o, m, e)
+            for w in cfg["workloads"]
+            for o in cfg["ops"]
+            for m in cfg["modes"]
+            for e in cfg["execs"]
+            if not o.startswith("firstn") or w in cfg["firstn_workloads"]}
+    self.assertEqual(got, want)
+    self.assertTrue(any(o.startswith("firstn") for o in cfg["ops"]))
+    self.assertEqual(set(cfg["modes"]), {"fwd", "fwdbwd"})
+    self.assertEqual(set(cfg["execs"]), {"function", "graph"})
+
+  def test_cases_checked_before_timing(self):
+    for case in self.result["cases"]:
+      label = "%s/%s/%s/%s" % (case["workload"], case["op"], case["mode"],
+                               case["exec"])
+      self.assertContainsSubset(_CASE_KEYS, case.keys(), label)
+      ours = [v for v in case["variants"] if v["is_ours"]]
+      self.assertLen(ours, 1, label)
+      self.assertEqual(ours[0]["status"], "ok", (label, ours[0]))
+      self.assertGreater(len(case["variants"]), 3, label)
+      ok = [v for v in case["variants"] if v["status"] == "ok"]
+      self.assertGreaterEqual(len(ok), 4, label)
+      for v in case["variants"]:
+        # ERROR (a baseline that does not build on this TF version) is
+        # tolerated for baselines, never for ours; n/a only exists with --xla.
+        self.assertIn(v["status"], ("ok", "WRONG", "ERROR"), (label, v))
+        if v["status"] == "ERROR":
+          self.assertFalse(v["is_ours"])
+          continue
+        self.assertTrue(v["checked"], (label, v["name"]))
+        if v["status"] == "ok":
+          self.assertTrue(v["check"]["output"]["ok"], (label, v["name"]))
+          if case["mode"] == "fwdbwd":
+            self.assertTrue(v["check"]["grad"]["ok"], (label, v["name"]))
+          self.assertGreater(v["ms"], 0)
+          self.assertGreater(v["raw_ms"], 0)
+          self.assertIsNotNone(v["ratio_to_floor"])
+        else:
+          self.assertNotIn("ms", v, (label, v["name"]))
+          self.assertIsNone(v["ratio_to_best_baseline"])
+
+  def test_wrong_baselines_are_excluded(self):
+    wrong_seen = set()
+    for case in self.result["cases"]:
+      status = {v["name"]: v["status"] for v in case["variants"]}
+      best = case["best_baseline"]
+      self.assertIsNotNone(best)
+      self.assertEqual(status[best["name"]], "ok")
+      self.assertNotEqual(best["name"], "ours")
+      wrong_seen.update(n for n, s in status.items() if s == "WRONG")
+      if not case["op"].startswith("firstn"):
+        # Workload a has trailing empty rows: embedding_lookup_sparse drops
+        # them, so used as is it is wrong.
+        self.assertEqual(status["tf.nn.embedding_lookup_sparse"], "WRONG")
+        self.assertEqual(status["tf.nn.embedding_lookup_sparse+pad"], "ok")
+      if case["op"] == "mean":
+        # Empty rows make tf.reduce_mean on a ragged tensor NaN.
+        self.assertEqual(status["tf.reduce_mean(ragged)"], "WRONG")
+    self.assertIn("tf.nn.embedding_lookup_sparse", wrong_seen)
+    self.assertNotEmpty(self.result["summary"]["wrong_variants"])
+
+  def test_firstn_compared_with_monolith(self):
+    firstn = [
+        c for c in self.result["cases"]
+        if c["op"].startswith("firstn") and c["mode"] == "fwdbwd"
+    ]
+    self.assertNotEmpty(firstn)
+    for case in firstn:
+      self.assertIsNotNone(case["ratio_vs_monolith"])
+    self.assertIsNotNone(
+        self.result["summary"]["firstn_fwdbwd_ours_over_monolith_geomean"])
+
+  def test_plot(self):
+    try:
+      import matplotlib  # pylint: disable=g-import-not-at-top,unused-import
+    except ImportError:
+      self.skipTest("matplotlib not installed")
+    module = _load_benchmark_module()
+    path = os.path.join(self.get_temp_dir(), "ratios.png")
+    module.write_plot(path, self.result["cases"], self.result["summary"])
+    with open(path, "rb") as f:
+      self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
+
+
+class HelpersTest(tf.test.TestCase):
+  """In-process tests of the benchmark's pure helpers."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.bm = _load_benchmark_module()
+
+  def _workload(self, lengths, dim=1):
+    wl = self.bm.make_workload("a", True, 0, tf.float32)
+    wl.lengths = np.asarray(lengths, np.int64)
+    wl.splits = np.concatenate([[0], np.cumsum(wl.lengths)]).astype(np.int64)
+    wl.dim = dim
+    wl.embedding = np.arange(1, wl.splits[-1] + 1,
+                             dtype=np.float64).reshape(-1, 1)
+    return wl
+
+  def test_reference_outputs(self):
+    wl = self._workload([1, 2, 3, 0])
+    self.assertAllClose(
+        self.bm.reference_output(wl, "firstn2")[:3],
+        [[[1.0], [0.0]], [[2.0], [3.0]], [[4.0], [5.0]]])
+    self.assertAllClose(self.bm.reference_output(wl, "sum"),
+                        [[1.0], [5.0], [15.0], [0.0]])
+    self.assertAllClose(self.bm.reference_output(wl, "mean"),
+                        [[1.0], [2.5], [5.0], [0.0]])
+    ct = np.ones((4, 1))
+    self.assertAllClose(
+        self.bm.reference_grad(wl, "sqrtn", ct)[:, 0],
+        [1.0] + [2**-0.5] * 2 + [3**-0.5] * 3)
+    ct = np.ones((4, 2, 1))
+    self.assertAllClose(
+        self.bm.reference_grad(wl, "firstn2", ct)[:, 0], [1, 1, 1, 1, 1, 0])
+
+  def test_compare_flags_wrong_results(self):
+    want = np.ones((3, 2))
+    self.assertTrue(self.bm.compare("x", want + 1e-7, want, 1e-4)[0])
+    ok, detail, _ = self.bm.compare("x", np.ones((2, 2)), want, 1e-4)
+    self.assertFalse(ok)
+    self.assertIn("shape", detail)
+    bad = want.copy()
+    bad[1, 1] = np.nan
+    self.assertFalse(self.bm.compare("x", bad, want, 1e-4)[0])
+    self.assertFalse(self.bm.compare("x", want * 1.01, want, 1e-4)[0])
+
+  def test_best_baseline_skips_ours_and_wrong(self):
+    variants = [
+        {
+            "name": "ours",
+            "is_ours": True,
+            "status": "ok",
+            "ms": 0.1
+        },
+        {
+            "name": "fast_wrong",
+            "is_ours": False,
+            "status": "WRONG"
+        },
+        {
+            "name": "broken",
+            "is_ours": False,
+            "status": "ERROR"
+        },
+        {
+            "name": "slow",
+            "is_ours": False,
+            "status": "ok",
+            "ms": 2.0
+        },
+        {
+            "name": "fast",
+            "is_ours": False,
+            "status": "ok",
+            "ms": 1.0
+        },
+    ]
+    self.assertEqual(self.bm.best_baseline(variants)["name"], "fast")
+    case = {"exec": "function", "variants": variants}
+    self.bm.finish_case(case)
+    self.assertAlmostEqual(case["ratio"], 0.1)
+    self.assertIsNone(variants[1]["ratio_to_best_baseline"])
+
+  def test_plot_without_matplotlib_is_a_clear_error(self):
+    saved = sys.modules.get("matplotlib")
+    sys.modules["matplotlib"] = None  # Makes `import matplotlib` fail.
+    try:
+      with self.assertRaisesRegex(SystemExit, "matplotlib"):
+        self.bm.write_plot(os.path.join(self.get_temp_dir(), "x.png"), [], {})
+    finally:
+      if saved is None:
+        del sys.modules["matplotlib"]
+      else:
+        sys.modules["matplotlib"] = saved
+
+
+if __name__ == "__main__":
+  tf.test.main()
