@@ -1,0 +1,72 @@
+"""Python rules of the monolith-tf Bazel build.
+
+Bazel 4.2.3's Python rules are native, and this offline build has no
+`rules_python`, so BUILD files load them from here. To move to rules_python,
+forward these three to `@rules_python//python:defs.bzl`.
+
+Python tests run under pytest, like CI's `python -m pytest`: each
+`tests/**/test_*.py` becomes one `py_test` whose main is
+`//bazel:pytest_main.py` (see `pytest_tests`).
+
+Everything runs with the `python3` on PATH (Bazel's autodetecting Python
+toolchain), so TensorFlow, protobuf, absl-py and pytest come from the
+virtualenv that is active when `bazel test` starts.
+"""
+
+def py_library(**kwargs):
+    # buildifier: disable=native-py
+    native.py_library(**kwargs)
+
+def py_binary(**kwargs):
+    # buildifier: disable=native-py
+    native.py_binary(**kwargs)
+
+def py_test(**kwargs):
+    # buildifier: disable=native-py
+    native.py_test(**kwargs)
+
+_PYTEST_MAIN = "//bazel:pytest_main.py"
+
+def pytest_tests(name, srcs, deps = [], data = [], size = "medium", **kwargs):
+    """One pytest-driven `py_test` per file of `srcs`, and a test_suite of them.
+
+    Each test is named after its file (`test_protos.py` -> `:test_protos`).
+    Fails if a subdirectory holds `test_*.py` files but no BUILD.bazel of its
+    own, since Bazel would silently not run them.
+
+    Args:
+      name: name of the test_suite of all the tests.
+      srcs: the test files, usually `glob(["test_*.py"])`.
+      deps: py_library targets the tests import.
+      data: data files the tests read.
+      size: Bazel test size of each test.
+      **kwargs: passed to every py_test (tags, timeout, ...).
+    """
+    orphans = native.glob(["*/**/test_*.py"])
+    if orphans:
+        fail(("{} are in directories without a BUILD.bazel, so Bazel would " +
+              "not run them: add one calling pytest_tests() there, like " +
+              "tests/native_training/BUILD.bazel.").format(
+            [native.package_name() + "/" + orphan for orphan in orphans],
+        ))
+    tests = []
+    for src in srcs:
+        if not src.endswith(".py"):
+            fail("pytest_tests: {} is not a .py file".format(src))
+        test_name = src[:-len(".py")]
+        py_test(
+            name = test_name,
+            srcs = [src, _PYTEST_MAIN],
+            main = _PYTEST_MAIN,
+            args = ["$(rootpath {})".format(src)],
+            data = data + ["//:pyproject.toml"],
+            python_version = "PY3",
+            size = size,
+            deps = deps,
+            **kwargs
+        )
+        tests.append(test_name)
+    native.test_suite(
+        name = name,
+        tests = tests,
+    )
