@@ -17,14 +17,17 @@ is being built, so the caller picks the formulation that compiles everywhere
 
 import tensorflow as tf
 
-try:  # Private API, isolated here on purpose.
-  from tensorflow.python.framework import ops as _ops  # pylint: disable=g-direct-tensorflow-import
-  from tensorflow.python.ops import control_flow_util as _cf_util  # pylint: disable=g-direct-tensorflow-import
+# Private API, isolated here on purpose.
+# pylint: disable=g-direct-tensorflow-import,g-import-not-at-top
+try:
+  from tensorflow.python.framework import ops as _ops
+  from tensorflow.python.ops import control_flow_util as _cf_util
   _graph_in_xla_context = _cf_util.GraphOrParentsInXlaContext
   _get_default_graph = _ops.get_default_graph
 except (ImportError, AttributeError):  # pragma: no cover - depends on TF.
   _graph_in_xla_context = None
   _get_default_graph = None
+# pylint: enable=g-direct-tensorflow-import,g-import-not-at-top
 
 
 def xla_detection_available() -> bool:

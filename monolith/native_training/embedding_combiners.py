@@ -52,7 +52,9 @@ ragged ones no GPU kernel either.
     gradient: `GatherV2` of the output gradient at `row_id * n + position`,
     where ids at position >= n gather an appended zero row (`ConcatV2`), under
     a `Cond` that skips the concat when no row is longer than n (`Max`).
-  - GPU, XLA: `UnsortedSegmentSum` into `[nrows * n + 1, dim]` (ids at
+  - XLA with a static, non-zero number of ids: `GatherV2` at
+    `row_start + k` + `SelectV2` zeroing `k >= row length` (fused by XLA).
+  - GPU, other XLA: `UnsortedSegmentSum` into `[nrows * n + 1, dim]` (ids at
     position >= n go to the last slot, dropped by a `StridedSlice`), `Reshape`;
     the same gather gradient (always with the zero row).
   Memory is O(nrows * n * dim + num_ids) in every formulation.
@@ -331,7 +333,11 @@ class FirstN(Combiner):
     n = self._max_seq_length
     with tf.name_scope(name or "FirstN"):
       p = _prepare(key, embedding, "FirstN")
-      if _use_portable_formulation():
+      static_ids = p.embedding.shape[0]
+      if (_tf_compat.in_xla_context() and static_ids is not None and
+          static_ids > 0):
+        out = _first_n_xla_gather(p, n)
+      elif _use_portable_formulation():
         out = _first_n_portable(p, n)
       else:
         out = _first_n_ragged_to_tensor(p, n)
@@ -678,6 +684,28 @@ def _first_n_portable(p, n):
     out = tf.cast(out, emb.dtype)
     dim = tf.shape(emb, out_type=p.splits.dtype)[1]
     out = tf.reshape(out, tf.stack([nrows, n, dim]))
+    return out, _input_grad_only(lambda dy: _first_n_grad(dy, p, n))
+
+  return first_n(p.embedding)
+
+
+def _first_n_xla_gather(p, n):
+  """XLA with a known, non-zero number of ids: `GatherV2` + `SelectV2`.
+
+  Gathers `[nrows, n]` rows at `row_start + k` and zeroes `k >= row length`;
+  XLA fuses the select into the gather. (A gather from a 0-row operand does
+  not compile, hence the `UnsortedSegmentSum` formulation otherwise.)
+  """
+
+  @tf.custom_gradient
+  def first_n(emb):
+    starts = p.splits[:-1]
+    positions = tf.range(n, dtype=p.splits.dtype)
+    valid = positions[None, :] < (p.splits[1:] - starts)[:, None]
+    index = tf.where(valid, starts[:, None] + positions[None, :],
+                     tf.zeros_like(valid, dtype=p.splits.dtype))
+    gathered = tf.gather(emb, index)
+    out = tf.where(valid[:, :, None], gathered, tf.zeros_like(gathered))
     return out, _input_grad_only(lambda dy: _first_n_grad(dy, p, n))
 
   return first_n(p.embedding)

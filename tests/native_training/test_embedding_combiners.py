@@ -398,6 +398,30 @@ class CombinerTest(tf.test.TestCase, parameterized.TestCase):
     for t, n in zip(theoretical, numerical):
       self.assertAllClose(t, n, rtol=1e-6, atol=1e-6)
 
+  @parameterized.parameters(*_COMBINERS)
+  def test_xla_with_static_shapes(self, kind):
+    """jit_compile traced with concrete shapes (FirstN's gather formulation)."""
+    for lengths in ([0, 0, 0], [], [0, 3, 0], [2], [0, 5, 1, 0]):
+      rng = np.random.default_rng(len(lengths))
+      emb = rng.standard_normal((sum(lengths), _DIM))
+      ref = np_combine(kind, lengths, emb)
+      cot = rng.standard_normal(ref.shape)
+      combiner = _make_combiner(kind)
+
+      @tf.function(jit_compile=True)
+      def f(key, e, c):
+        with tf.GradientTape() as tape:
+          tape.watch(e)
+          out = combiner.combine(key, e)  # pylint: disable=cell-var-from-loop
+          loss = tf.reduce_sum(out * c)
+        return out, tape.gradient(loss, e)
+
+      key = tf.RaggedTensor.from_row_lengths(
+          tf.range(sum(lengths), dtype=tf.int64), lengths)
+      out, grad = f(key, tf.constant(emb), tf.constant(cot))
+      self.assertAllClose(out, ref)
+      self.assertAllClose(grad, np_grad(kind, lengths, emb, cot))
+
   @parameterized.product(kind=_COMBINERS, splits_dtype=(tf.int32, tf.int64))
   def test_portable_formulation_on_cpu(self, kind, splits_dtype):
     """The XLA/GPU formulation, forced outside XLA, gives the same results."""
@@ -605,6 +629,18 @@ class CombinerTest(tf.test.TestCase, parameterized.TestCase):
         "nested": True,
         "graph": False
     })
+
+  def test_xla_detection_fallback_is_conservative(self):
+    """Without the private helper: XLA-safe formulation in every graph."""
+    with mock.patch.object(_tf_compat, "_graph_in_xla_context", None):
+      self.assertFalse(_tf_compat.in_xla_context())
+      with tf.Graph().as_default():
+        self.assertTrue(_tf_compat.in_xla_context())
+      lengths, emb, cot = self._random_case("mean", tf.float32, seed=43)
+      out, grad = run_combiner("function", _plain_combine("mean"), lengths, emb,
+                               cot, tf.float32)
+      self.assertAllClose(out, np_combine("mean", lengths, emb), atol=1e-5)
+      self.assertAllClose(grad, np_grad("mean", lengths, emb, cot), atol=1e-5)
 
   def _op_types(self, combiner, jit_compile):
     spec = tf.RaggedTensorSpec([None, None], tf.int64, 1)
