@@ -110,7 +110,9 @@ setuptools.setup(
     extras_require={
         "cpu": [f"tensorflow-cpu{_TF_RANGE}"],
         "gpu": [f"tensorflow[and-cuda]{_TF_RANGE}"],
-        "test": ["pytest>=7", "absl-py>=1.0", "yapf==0.43.0", "matplotlib>=3.5"],
+        "test": [
+            "pytest>=7", "absl-py>=1.0", "yapf==0.43.0", "matplotlib>=3.5"
+        ],
         "plot": ["matplotlib>=3.5"],
     },
     classifiers=[
