@@ -32,9 +32,12 @@ under ``--xla`` those without an XLA kernel are ``n/a (no XLA kernel)``.
 Modes:
 
 * ``fwd``: the combiner output.
-* ``fwdbwd``: output and the gradient of ``sum(output * cotangent)`` (random
-  cotangent) w.r.t. the embedding: ``tf.GradientTape`` inside ``tf.function``,
-  ``tf.gradients`` in TF1 graph mode. Gradient form (``--grad-form``): by
+* ``fwdbwd``: output and the vector-Jacobian product with a random cotangent
+  (the gradient of ``sum(output * cotangent)``) w.r.t. the embedding, the
+  cotangent being fed as the upstream gradient (``output_gradients`` of
+  ``tf.GradientTape`` inside ``tf.function``, ``grad_ys`` of ``tf.gradients``
+  in TF1 graph mode), as a loss above the combiner would feed it; so no
+  variant pays for an extra elementwise product and reduction over its output. Gradient form (``--grad-form``): by
   default (``dense``) the timed step densifies the gradient
   (``tf.convert_to_tensor`` of ``tf.IndexedSlices``), because the embedding
   rows are a dense ``[N, dim]`` tensor (rows looked up from a hash table or
@@ -56,8 +59,9 @@ Executors (``--exec``):
 * ``xla`` (with ``--xla``): ``tf.function(jit_compile=True)``.
 
 Timing: ``--warmup`` untimed calls, then the median of ``--repeats`` timed
-calls, the variants of a case being timed round-robin (one call each per
-round, so load fluctuations of a shared machine hit all alike); the call
+calls, the variants of a case being timed in rounds (one call each per
+round, in a fresh random order each round, so load fluctuations of a shared
+machine and cache effects of the preceding call hit all alike); the call
 overhead (a trivial function / session run with the same inputs and the same
 synchronization, timed in the same rounds) is subtracted, the net time being
 clamped at 10% of the raw time. Reported: net ms, ratio to the best correct
@@ -534,9 +538,9 @@ def _tape_gradients(emb):
     with tf.GradientTape() as tape:
       tape.watch(emb)
       out = forward()
-      loss = tf.reduce_sum(out * cotangent)
-    grad = tape.gradient(loss,
+    grad = tape.gradient(out,
                          emb,
+                         output_gradients=tf.cast(cotangent, out.dtype),
                          unconnected_gradients=tf.UnconnectedGradients.ZERO)
     return out, grad
 
@@ -548,8 +552,9 @@ def _graph_gradients(emb):
 
   def gradients(forward, cotangent):
     out = forward()
-    loss = tf.reduce_sum(out * cotangent)
-    grad = tf.compat.v1.gradients(loss, [emb], unconnected_gradients="zero")[0]
+    grad = tf.compat.v1.gradients(out, [emb],
+                                  grad_ys=cotangent,
+                                  unconnected_gradients="zero")[0]
     return out, grad
 
   return gradients
@@ -863,17 +868,21 @@ def check_variant(runner, fn, mode, args, want_out, want_grad, nnz, tol, rec):
 
 
 def interleaved_times(timed_fns, warmup, repeats):
-  """Median wall time (s) of each callable, timed round-robin.
+  """Median wall time (s) of each callable, timed in shuffled rounds.
 
-  Round-robin (one call of each per round) spreads load fluctuations of a
-  shared machine evenly over the variants being compared.
+  Rounds (one call of each per round) spread load fluctuations of a shared
+  machine evenly over the variants being compared; a fresh random order each
+  round keeps any one variant from always following the same other one
+  (measured here: that alone moved a variant's time by up to 30%).
   """
   for fn in timed_fns:
     for _ in range(warmup):
       fn()
   samples = [[] for _ in timed_fns]
+  shuffler = np.random.default_rng(1234)
   for _ in range(repeats):
-    for fn, out in zip(timed_fns, samples):
+    for i in shuffler.permutation(len(timed_fns)):
+      fn, out = timed_fns[i], samples[i]
       start = time.perf_counter()
       fn()
       out.append(time.perf_counter() - start)

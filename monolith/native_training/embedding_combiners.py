@@ -351,30 +351,41 @@ class FirstN(Combiner):
 
 
 class _Prepared:
-  """Validated inputs: embedding tensor, row partition and static sizes."""
+  """Validated inputs: embedding tensor, row partition and static sizes.
+
+  Derived tensors are cached per graph: a custom gradient may be traced into
+  other graphs (backward functions) than the forward pass.
+  """
 
   def __init__(self, embedding, key, key_values, static_dim):
     self.embedding = embedding
     self.splits = key.row_splits
     self.key_values = key_values
     self.static_nrows = key.shape[0]
-    self.ragged_indices = None
     self.static_dim = static_dim
-    self._nrows = None
-    self._nvals = None
+    self._cache = {}
+
+  def cached(self, name, make):
+    """Returns `make()`, computed once per graph (eagerly: once)."""
+    graph = None if tf.executing_eagerly() else tf.compat.v1.get_default_graph()
+    entry = self._cache.get(name)
+    if entry is None or entry[0] is not graph:
+      entry = (graph, make())
+      self._cache[name] = entry
+    return entry[1]
 
   @property
   def nrows(self):
-    if self._nrows is None:
-      self._nrows = tf.shape(self.splits, out_type=self.splits.dtype)[0] - 1
-    return self._nrows
+    return self.cached(
+        "nrows",
+        lambda: tf.shape(self.splits, out_type=self.splits.dtype)[0] - 1)
 
   @property
   def nvals(self):
     """Number of rows of `embedding` (checked equal to the number of ids)."""
-    if self._nvals is None:
-      self._nvals = tf.shape(self.embedding, out_type=self.splits.dtype)[0]
-    return self._nvals
+    return self.cached(
+        "nvals",
+        lambda: tf.shape(self.embedding, out_type=self.splits.dtype)[0])
 
 
 def _check_key(key, combiner_name):
@@ -528,11 +539,13 @@ def _ragged_indices(p):
 
   `RaggedTensorToSparse` walks the row splits once (CPU kernel only).
   """
-  if p.ragged_indices is None:
+
+  def make():
     indices, _, _ = tf.raw_ops.RaggedTensorToSparse(
         rt_nested_splits=[p.splits], rt_dense_values=p.key_values)
-    p.ragged_indices = (indices[:, 0], indices[:, 1])
-  return p.ragged_indices
+    return indices[:, 0], indices[:, 1]
+
+  return p.cached("ragged_indices", make)
 
 
 def _portable_row_ids(p):
