@@ -75,3 +75,31 @@ py_proto_gen = rule(
         ),
     },
 )
+
+def py_proto_module(name, proto, deps = [], **kwargs):
+    """The `_pb2` module of one proto_library, as a py_library.
+
+    Defines `<name>` (py_library) over `<gen>`, the py_proto_gen output,
+    where `<gen>` is `name` with its `_py_pb2` suffix replaced by `_pb2`.
+
+    Args:
+      name: name of the py_library; must end in `_py_pb2`.
+      proto: the proto_library whose own .proto file is compiled.
+      deps: py_library targets the generated module imports.
+      **kwargs: passed to the py_library (visibility, ...).
+    """
+    if not name.endswith("_py_pb2"):
+        fail("py_proto_module: name must end in _py_pb2, got " + name)
+    gen = name[:-len("_py_pb2")] + "_pb2"
+    py_proto_gen(
+        name = gen,
+        deps = [proto],
+    )
+
+    # buildifier: disable=native-py
+    native.py_library(
+        name = name,
+        srcs = [":" + gen],
+        deps = deps,
+        **kwargs
+    )

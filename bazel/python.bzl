@@ -45,7 +45,7 @@ def pytest_tests(name, srcs, deps = [], data = [], size = "medium", **kwargs):
     orphans = native.glob(["*/**/test_*.py"])
     if orphans:
         fail(("{} are in directories without a BUILD.bazel, so Bazel would " +
-              "not run them: add one calling pytest_tests() there, like " +
+              "not run them: add one calling pytest_package() there, like " +
               "tests/native_training/BUILD.bazel.").format(
             [native.package_name() + "/" + orphan for orphan in orphans],
         ))
@@ -69,4 +69,38 @@ def pytest_tests(name, srcs, deps = [], data = [], size = "medium", **kwargs):
     native.test_suite(
         name = name,
         tests = tests,
+    )
+
+def pytest_package(parent, data = [], size = "medium", **kwargs):
+    """The BUILD content of a test directory below `tests/`.
+
+    Defines `:package` (its `__init__.py`, conftest and helper modules, on top
+    of `parent`) and, through `pytest_tests`, one py_test per `test_*.py`
+    plus the `:tests` suite. Every test sees `//tests:data` and the package.
+
+    Args:
+      parent: the `:package` library of the enclosing test directory.
+      data: extra data files the tests read.
+      size: Bazel test size of each test.
+      **kwargs: passed to every py_test.
+    """
+    py_library(
+        name = "package",
+        srcs = native.glob(
+            ["*.py"],
+            exclude = ["test_*.py"],
+        ),
+        visibility = ["//tests:__subpackages__"],
+        deps = [parent],
+    )
+    pytest_tests(
+        name = "tests",
+        srcs = native.glob(["test_*.py"]),
+        data = data + ["//tests:data"],
+        size = size,
+        deps = [
+            ":package",
+            "//:monolith_tf",
+        ],
+        **kwargs
     )
