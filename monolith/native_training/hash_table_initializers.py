@@ -45,7 +45,7 @@ def uniform_bits(ids: tf.Tensor, seed: int, stream: int,
   """
   key = mix64(_u64((seed * _GOLDEN + stream) % (1 << 64)))
   base = mix64(tf.bitwise.bitwise_xor(tf.bitcast(ids, tf.uint64), key))
-  cols = tf.range(width, dtype=tf.uint64) + _u64(1)
+  cols = tf.cast(tf.range(1, width + 1, dtype=tf.int64), tf.uint64)
   bits = mix64(base[:, None] + cols[None, :] * _u64(_GOLDEN))
   top = tf.bitwise.right_shift(bits, _u64(40))
   return tf.cast(top, tf.float32) * (1.0 / (1 << 24))
