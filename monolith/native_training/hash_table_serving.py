@@ -154,7 +154,7 @@ class ServingHashTable(tf.Module):
     # In a graph, initial values are fed (not embedded as constants in the
     # GraphDef): run the initializers with `initializer_feed`.
     self.initializer_feed = {}
-    with tf.name_scope(self.name):
+    with self.name_scope:
       self.ids = tf.Variable(self._initial(ids, tf.int64, [None]),
                              shape=tf.TensorShape([None]),
                              trainable=False,
@@ -235,10 +235,12 @@ class ServingHashTable(tf.Module):
       ids = tf.reshape(tf.cast(ids, tf.int64), [-1])
       values = tf.ensure_shape(tf.cast(values, tf.float32),
                                [None, self.dim_size])
-      tf.debugging.assert_equal(tf.shape(values)[0],
-                                tf.shape(ids)[0],
-                                message="update: values must have one row "
-                                "per id")
+      check = tf.debugging.assert_equal(
+          tf.shape(values)[0],
+          tf.shape(ids)[0],
+          message="update: values must have one row per id")
+      with tf.control_dependencies([check]):
+        ids = tf.identity(ids)
       all_ids = tf.concat([self.ids.read_value()[:-1], ids], 0)
       offset, all_codes = 0, []
       for codec, var in zip(self.codecs, self.codes):
