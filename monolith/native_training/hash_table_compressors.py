@@ -31,12 +31,17 @@ def fixed_r8_codes(w: tf.Tensor, r: float) -> tf.Tensor:
     r: The range (`FixedR8.r`).
 
   Returns:
-    int32 codes clamped to [-128, 127]; NaN encodes to 0.
+    int32 codes clamped to [-128, 127]; NaN encodes to 0, +inf to 127 and
+    -inf to -128.
   """
   step = r / 128.0
+  # NaN is mapped to 0 first: min/max do not propagate NaN on every device.
+  w = tf.where(tf.math.is_nan(w), tf.zeros_like(w), w)
   t = tf.where(w >= 0, w + step / 2, w - step / 2)
+  # Clamping before the truncating cast equals clamping after it, and keeps
+  # +-inf in range: +inf saturates to 127 (monolith's x86 build gives -128,
+  # undefined behaviour in C++), -inf to -128.
   q = tf.clip_by_value(t / step, -128.0, 127.0)
-  q = tf.where(tf.math.is_nan(q), tf.zeros_like(q), q)
   return tf.cast(q, tf.int32)  # Cast truncates toward zero.
 
 
