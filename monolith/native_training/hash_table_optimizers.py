@@ -10,7 +10,10 @@ where `w` and `g` are `[n, d]` float32, `slots` maps a slot name to its
 runtime (`../shared/HASH_TABLE_SPEC.md`, Part B section 2), with the
 deliberate differences of Part A.4 (standard FTRL `sign(z)` shrinkage, coupled
 Adagrad decay on every dim, `group_ftrl` and `dynamic_wd_adagrad` implemented,
-no NaN or inf at `lr == 0`).
+no NaN or inf at `lr == 0`). Where monolith's formula divides 0 by 0 (a zero
+learning rate, or a zero accumulator / epsilon with only zero gradients so
+far) the step is 0 instead: ftrl and group_ftrl keep the whole entry at
+`lr == 0`, group_adagrad keeps the weights.
 
 `RULES` maps each `OptimizerConfig` oneof member to its `Rule`: the slots it
 keeps per entry (name = the `*OptimizerDump` field, width, initial value,
@@ -84,11 +87,17 @@ def sgd(cfg, w, s, g, lr, gs):
 
 
 def adagrad(cfg, w, s, g, lr, gs):
-  """adagrad (B.2.2), coupled decay on every dim: `n += g'^2; w -= lr/sqrt(n) g'`."""
+  """adagrad (B.2.2) with coupled decay on every dim (A.4).
+
+  `g' = g + wdf w; n += g'^2; w -= (lr / sqrt(n)) g'`.
+
+  Where `n == 0` (zero `initial_accumulator_value` and only zero gradients so
+  far, hence `g' == 0`) the weight is unchanged (monolith: `0 * inf = NaN`).
+  """
   del gs
   g = _decayed(cfg, w, g)
   n = s["norm"] + g * g
-  return w - (lr * tf.math.rsqrt(n)) * g, {"norm": n}
+  return w - _safe_div(lr, tf.sqrt(n)) * g, {"norm": n}
 
 
 def ftrl(cfg, w, s, g, lr, gs):
@@ -106,8 +115,7 @@ def ftrl(cfg, w, s, g, lr, gs):
   l1 = cfg.l1_regularization_strength
   denom = tf.sqrt(n) + cfg.beta + cfg.l2_regularization_strength * lr
   w_new = tf.where(
-      tf.abs(z_new) > l1,
-      lr * (tf.sign(z_new) * l1 - z_new) / tf.maximum(denom, 1e-38),
+      tf.abs(z_new) > l1, _safe_div(lr * (tf.sign(z_new) * l1 - z_new), denom),
       tf.zeros_like(w))
   frozen = tf.equal(lr, 0.0)
   return (tf.where(frozen, w, w_new), {
@@ -122,7 +130,8 @@ def adadelta(cfg, w, s, g, lr, gs):
   rho, eps = cfg.averaging_ratio, cfg.epsilon
   g = _decayed(cfg, w, g)
   a = rho * s["accum"] + (1 - rho) * g * g
-  u = tf.sqrt(s["accum_update"] + eps) / tf.sqrt(a + eps) * g
+  # `a + eps == 0` only when eps == 0 and g' == 0 so far: then u = 0.
+  u = _safe_div(tf.sqrt(s["accum_update"] + eps), tf.sqrt(a + eps)) * g
   au = rho * s["accum_update"] + (1 - rho) * u * u
   return w - lr * u, {"accum": a, "accum_update": au}
 
@@ -144,7 +153,10 @@ def _adam_like(cfg, w, s, g, lr, amsgrad):
     denom_v = tf.maximum(s["vhat"], v)
     new["vhat"] = denom_v
   numer = (1 - b1) * g + b1 * m if cfg.use_nesterov else m
-  step = tf.cast(numer * lr_t, tf.float64) / (
+  # The denominator is 0 only when epsilon == 0 and v == 0 (g' == 0 so far,
+  # so m == 0): no step instead of 0/0.
+  step = tf.math.divide_no_nan(
+      tf.cast(numer * lr_t, tf.float64),
       tf.sqrt(tf.cast(denom_v, tf.float64)) + cfg.epsilon)
   new["beta1_power"] = b1p * b1
   new["beta2_power"] = b2p * b2
@@ -208,18 +220,22 @@ def rmspropv2(cfg, w, s, g, lr, gs):
 def group_adagrad(cfg, w, s, g, lr, gs):
   """group_adagrad (B.2.11): group-lasso proximal Adagrad over the segment.
 
-  At `lr == 0` the entry keeps its value (monolith: NaN).
+  At `lr == 0` (eta = 0; monolith: NaN) the weights are unchanged, which is
+  the formula's limit for `lr -> 0`; so are they where `beta + sqrt(s) == 0`
+  (zero `beta` and `initial_accumulator_value` and only zero gradients so
+  far). The accumulator `s` is updated in both cases.
   """
   del gs
   g = _decayed(cfg, w, g)
   gss = s["grad_square_sum"] + tf.reduce_max(g * g, axis=1, keepdims=True)
-  eta = lr / (cfg.beta + tf.sqrt(gss))
+  denom = cfg.beta + tf.sqrt(gss)
+  eta = _safe_div(lr, denom)
   z = g - _safe_div(w, eta)
   z_norm = tf.norm(z, axis=1, keepdims=True)
   l2 = cfg.l2_regularization_strength
   shrunk = -eta * _safe_div(z_norm - l2, z_norm) * z
   w_new = tf.where(z_norm < l2, tf.zeros_like(w), shrunk)
-  w_new = tf.where(tf.equal(lr, 0.0), w, w_new)
+  w_new = tf.where(tf.equal(eta, 0.0), w, w_new)
   return w_new, {"grad_square_sum": gss}
 
 
@@ -237,8 +253,8 @@ def group_ftrl(cfg, w, s, g, lr, gs):
   z_norm = tf.norm(z_new, axis=1, keepdims=True)
   l1, l2 = cfg.l1_regularization_strength, cfg.l2_regularization_strength
   denom = cfg.beta + tf.sqrt(n) + l2 * lr
-  shrunk = lr * z_new * _safe_div(l1 - z_norm, z_norm) / tf.maximum(
-      denom, 1e-38)
+  # denom == 0 only for a dim with beta == 0 and n == 0, whose z is 0.
+  shrunk = _safe_div(lr * z_new * _safe_div(l1 - z_norm, z_norm), denom)
   w_new = tf.where(z_norm >= l1, shrunk, tf.zeros_like(w))
   frozen = tf.equal(lr, 0.0)
   return (tf.where(frozen, w, w_new), {
@@ -258,7 +274,7 @@ def dynamic_wd_adagrad(cfg, w, s, g, lr, gs):
     w_new, new = adagrad(cfg, w, {"norm": s["norm"]}, g, lr, None)
     return w_new, new
   n = s["norm"] + g * g
-  w_new = w - (lr * tf.math.rsqrt(n)) * g - lr * cfg.weight_decay_factor * w
+  w_new = w - _safe_div(lr, tf.sqrt(n)) * g - lr * cfg.weight_decay_factor * w
   return w_new, {"norm": n}
 
 
