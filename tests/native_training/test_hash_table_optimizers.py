@@ -404,6 +404,23 @@ class StochasticRoundingTest(_Case):
                         msg=f"quarter {q}")
       current = got
 
+  def test_small_updates_accumulate_at_a_fixed_global_step(self):
+    """Each call draws afresh, even when global_step does not move (as in
+    monolith's tests): 20 updates of 0.1 ulp move ids by about 2 ulps on
+    average, spread out, not 0 or 20 ulps per id."""
+    n = 2000
+    config = _table_config([_segment(1, _sr(entry.SgdOptimizer()))])
+    table = _table(config, [1.0], seed=5)
+    ids = np.arange(n)
+    table.assign(ids, np.ones([n, 1], np.float32))
+    ulp = np.float32(2.0**-10)  # The float16 spacing in [1, 2).
+    for _ in range(20):
+      table.apply_gradients(ids, np.full([n, 1], -0.1 * ulp, np.float32), 0)
+    moved = np.round((np.asarray(table.lookup(ids))[:, 0] - 1.0) / ulp)
+    self.assertAllInRange(moved, 0, 20)
+    self.assertLess(np.mean((moved == 0) | (moved == 20)), 0.5)
+    self.assertNear(float(np.mean(moved)), 2.0, 0.5)
+
   @parameterized.named_parameters(
       ("first", 0),
       ("second", 1),
