@@ -1,36 +1,44 @@
-"""Trains a small click-through-rate model with monolith-tf, end to end.
+"""Trains a click-through-rate model through monolith-tf hash tables, end to end.
 
     python -m monolith.native_training.examples.demo [--steps 400] [...]
+    python -m monolith.native_training.examples.demo --data movielens \\
+        --data_dir ~/ml-100k
 
-What it does, in well under a minute on a 2-core CPU:
+What it does (the default synthetic run takes well under a minute on a
+2-core CPU, TensorFlow's import included):
 
-1. Generates a synthetic click log in memory (fixed seed). Every example has
-   four sparse feature slots of variable length, some of them empty:
-   `item_id` (the candidate item, long-tail popularity), `item_cats` (its
-   category ids, missing for some items), `user_hist` (the items the user
-   clicked before, most recent first, long-tail length) and `user_tags` (the
-   user's declared interests). The label is drawn from a hidden model in
-   which users click items of the categories they like and good items, so a
-   model that reads the features can beat chance.
+1. Reads a click log, in time order: by default a synthetic one generated in
+   memory (`click_log.generate_click_log`), or with `--data movielens` the
+   MovieLens 100K files (`movielens.read_movielens`; a rating >= 4 is a
+   click). Every example has sparse feature slots of variable length, some
+   rows empty. The last `--heldout_fraction` of the log (by time) is held
+   out for the final AUC.
 2. Describes every slot's embedding table with
-   `monolith.native_training.entry`: `CombineAsSegment` segments (the
-   initializer and Adagrad settings the table is built and trained with) and
-   `CuckooHashTableConfig`, wrapped in a `HashTableConfigInstance` with its
-   learning-rate functions. Slots whose instances print the same string share
-   one optimizer group, and each group's stacked `call_learning_rate_fns()`
-   tensor (a constant for the bias segment, a `PolynomialDecay` over the
-   global step for the vector segment) sets the per-segment learning rate of
-   that group's embedding updates.
-3. Builds a TF1-style graph (`tf.compat.v1` placeholders and `Session`): per
-   slot a `tf.RaggedTensor` of ids, hashed modulo the size of the slot's
-   table (a TF variable), gathered into one embedding row per id and pooled
-   by `monolith.native_training.embedding_combiners`: `ReduceSum` for ids
-   and tags, `ReduceMean` for categories, `FirstN` for the history, which an
-   attention over the candidate item then pools. A small DNN on top gives
-   the click logit; the loss is the log loss.
+   `monolith.native_training.entry`. "id" slots get rows `[bias, vector]`:
+   the bias trained by FTRL (fp32), the vector by Adagrad (fp16 compressor,
+   which only matters when the table is exported for serving) with a
+   `PolynomialDecay` learning rate. "tag" slots get a vector trained by
+   Adam and read through a fixed_r8 compressor (training lookups see 8-bit
+   values). Slots whose `HashTableConfigInstance`s print the same string
+   share one table, monolith's rule.
+3. Builds one `hash_table_ops` table per distinct config with
+   `hash_table_from_config`, and a TF1-style graph (`tf.compat.v1`
+   placeholders and `Session`): per table the ids of its slots are
+   de-duplicated and looked up once; `embedding_combiners` pool them per
+   slot (`FirstN` for the history, which an attention over the candidate
+   item pools); a small DNN gives the click logit; the loss is the log
+   loss. `tf.gradients` of the loss with respect to the looked-up rows go
+   to `apply_gradients`, where each table steps its optimizers with its
+   stacked per-segment learning rates (`call_learning_rate_fns()`, which
+   the table calls itself) at the current global step; the DNN uses a
+   stock TF Adam optimizer. Each update stamps the entries with the time of
+   the batch (`req_time`), and every `feature_evict_every_n_hours` of log
+   time the tables with eviction enabled drop entries older than their
+   slot's expiry.
 4. Trains with a progress line (step, loss, AUC of recent batches,
-   examples/s), reports the AUC on held-out examples, and writes each slot's
-   `EmbeddingHashTableConfig` as pbtxt to `--output_dir`.
+   examples/s, table rows, evicted entries), reports the held-out AUC,
+   writes each slot's `EmbeddingHashTableConfig` as pbtxt and, with
+   `--model_dir`, a checkpoint (tables included) that `--resume` continues.
 
 Run it with `--help` for the flags.
 """
@@ -47,6 +55,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import argparse
 import collections
+import json
 import math
 import sys
 import tempfile
@@ -57,34 +66,28 @@ import tensorflow as tf
 from google.protobuf import text_format
 
 import monolith
-from monolith.native_training import embedding_combiners
 from monolith.native_training import entry
 from monolith.native_training import learning_rate_functions
-from monolith.native_training.runtime.hash_table import embedding_hash_table_pb2
+from monolith.native_training.examples import click_log
+from monolith.native_training.examples import ctr_model
+from monolith.native_training.examples import movielens
 # pylint: enable=g-import-not-at-top,wrong-import-position
-
-# Shape of the synthetic catalogue: item i belongs to category
-# i % _NUM_CATEGORIES; within a category, low item ranks are popular.
-_NUM_CATEGORIES = 20
-_ITEMS_PER_CATEGORY = 50
-_NUM_ITEMS = _NUM_CATEGORIES * _ITEMS_PER_CATEGORY
-_MAX_HISTORY = 60
-# Coarse "vertical" ids in item_cats follow the category ids.
-_CATEGORIES_PER_VERTICAL = 5
-
-# Feature ids look like monolith fids: the slot number in the high bits.
-_SLOT_SHIFT = 48
-
-# Slot name -> (slot number, config group, combiner description).
-_SLOTS = collections.OrderedDict([
-    ("item_id", (1, "id", "ReduceSum")),
-    ("item_cats", (2, "tag", "ReduceMean")),
-    ("user_hist", (3, "id", "FirstN")),
-    ("user_tags", (4, "tag", "ReduceSum")),
-])
 
 _MIN_HELDOUT = 200
 _AUC_WINDOW_BATCHES = 20
+_DEFAULT_NUM_EXAMPLES = 256000
+# Table eviction: every day of log time; per-slot expiry in days.
+_EVICT_EVERY_HOURS = 24
+_EXPIRE_DAYS = {"synthetic": {"item_id": 2}, "movielens": {"user_id": 30}}
+# The flags a resumed run may change; the others must match the checkpoint.
+_RESUME_MAY_CHANGE = ("steps", "log_every", "output_dir", "model_dir", "resume",
+                      "data_dir")
+_FLAGS_FILE = "demo_flags.json"
+
+
+class DataError(ValueError):
+  """The click log does not fit the flags (too few examples)."""
+
 
 # ---------------------------------------------------------------------------
 # Command line.
@@ -138,17 +141,30 @@ def build_parser():
   parser = argparse.ArgumentParser(
       prog="python -m monolith.native_training.examples.demo",
       description=(
-          "Train a small CTR model on a synthetic click log with "
-          "monolith-tf's embedding combiners and entry table configs, "
-          "print the held-out AUC and write the table configs as pbtxt. "
-          "Takes well under a minute on a 2-core CPU with the defaults."))
+          "Train a small CTR model whose embeddings live in monolith-tf hash "
+          "tables, on a synthetic click log or MovieLens 100K; print the "
+          "held-out AUC, write the table configs as pbtxt and optionally a "
+          "checkpoint. Takes well under a minute on a 2-core CPU with the "
+          "defaults."))
   add = parser.add_argument
+  add("--data",
+      choices=("synthetic", "movielens"),
+      default="synthetic",
+      help="the click log: generated in memory, or the MovieLens 100K files "
+      "in --data_dir (default: %(default)s)")
+  add("--data_dir",
+      default=None,
+      metavar="DIR",
+      help="with --data movielens: the unzipped ml-100k folder holding "
+      "u.data, u.item and u.user (GroupLens' ml-100k.zip; nothing is "
+      "downloaded)")
   add("--steps",
       type=_int_at_least(1),
       default=400,
       metavar="N",
-      help="training steps, also the decay_steps of the PolynomialDecay "
-      "learning rate (default: %(default)s)")
+      help="training steps in all (a resumed run continues up to N); the "
+      "training part is read in time order, batch after batch, and repeated "
+      "as needed (default: %(default)s)")
   add("--batch_size",
       type=_int_at_least(1),
       default=512,
@@ -156,29 +172,30 @@ def build_parser():
       help="examples per training step (default: %(default)s)")
   add("--num_examples",
       type=_int_at_least(1),
-      default=256000,
+      default=None,
       metavar="N",
       help="size of the synthetic click log, training and held-out parts "
-      "together; the training part is cycled through in shuffled epochs "
-      "(default: %(default)s)")
+      "together (default: {})".format(_DEFAULT_NUM_EXAMPLES))
   add("--heldout_fraction",
       type=_open_fraction,
       default=0.2,
       metavar="F",
-      help="fraction of the click log kept out of training for the final "
-      "AUC, 0 < F < 1, at least {} examples (default: %(default)s)".format(
-          _MIN_HELDOUT))
+      help="the latest fraction of the log kept out of training for the "
+      "final AUC, 0 < F < 1, at least {} examples (default: %(default)s)".
+      format(_MIN_HELDOUT))
   add("--id_dim",
       type=_int_at_least(1),
       default=16,
       metavar="DIM",
-      help="dim of the vector segment of the item_id and user_hist tables; "
-      "their rows also have a 1-dim bias segment (default: %(default)s)")
+      help="dim of the vector segment of the id tables (items, history, "
+      "users); their rows also have a 1-dim bias segment (default: "
+      "%(default)s)")
   add("--tag_dim",
       type=_int_at_least(1),
       default=8,
       metavar="DIM",
-      help="dim of the item_cats and user_tags tables (default: %(default)s)")
+      help="dim of the tag tables (categories, genres, user attributes) "
+      "(default: %(default)s)")
   add("--hist_len",
       type=_int_at_least(1),
       default=10,
@@ -189,9 +206,8 @@ def build_parser():
       type=_int_at_least(1),
       default=16384,
       metavar="ROWS",
-      help="rows of each slot's embedding table, ids are hashed modulo it; "
-      "also the tables' CuckooHashTableConfig initial_capacity "
-      "(default: %(default)s)")
+      help="initial_capacity of each hash table's CuckooHashTableConfig; "
+      "tables grow on demand (default: %(default)s)")
   add("--hidden_units",
       type=_int_at_least(1),
       default=64,
@@ -202,9 +218,10 @@ def build_parser():
       type=_positive_float,
       default=0.1,
       metavar="LR",
-      help="Adagrad learning rate of the embedding tables: constant for "
-      "the bias segments and the tag tables, the start of a PolynomialDecay "
-      "to a tenth of it for the id vectors (default: %(default)s)")
+      help="learning rate of the id tables: FTRL on the bias (constant), "
+      "Adagrad on the vector (PolynomialDecay to a tenth of it over the "
+      "first pass over the training part); the tag tables' Adam uses a "
+      "tenth of it (default: %(default)s)")
   add("--dense_lr",
       type=_positive_float,
       default=0.003,
@@ -214,13 +231,23 @@ def build_parser():
       type=_int_at_least(0),
       default=42,
       metavar="N",
-      help="seed of the click log, the initial weights and the batch order "
-      "(default: %(default)s)")
+      help="seed of the synthetic log and the initial weights (default: "
+      "%(default)s)")
   add("--output_dir",
       default=None,
       metavar="DIR",
       help="folder for the table configs, one <slot>.pbtxt each, created if "
-      "missing (default: a new temporary folder, printed at the end)")
+      "missing (default: --model_dir if given, else a new temporary folder, "
+      "printed at the end)")
+  add("--model_dir",
+      default=None,
+      metavar="DIR",
+      help="folder for the checkpoint (dense variables and hash tables), "
+      "written at the end of training; must not hold one unless --resume")
+  add("--resume",
+      action="store_true",
+      help="continue from the latest checkpoint in --model_dir, up to "
+      "--steps; the other flags must match the run that wrote it")
   add("--log_every",
       type=_int_at_least(1),
       default=None,
@@ -235,218 +262,207 @@ def parse_args(argv=None):
   """Parses and cross-checks the flags; bad values exit with code 2."""
   parser = build_parser()
   args = parser.parse_args(argv)
-  heldout = int(args.num_examples * args.heldout_fraction)
-  train = args.num_examples - heldout
-  if heldout < _MIN_HELDOUT:
-    parser.error("--num_examples {} * --heldout_fraction {} leaves {} held-out "
-                 "examples; at least {} are needed for a meaningful AUC".format(
-                     args.num_examples, args.heldout_fraction, heldout,
-                     _MIN_HELDOUT))
-  if args.batch_size > train:
-    parser.error("--batch_size {} is larger than the {} training examples "
-                 "(--num_examples {}, --heldout_fraction {})".format(
-                     args.batch_size, train, args.num_examples,
-                     args.heldout_fraction))
-  if args.output_dir is not None and os.path.exists(
-      args.output_dir) and not os.path.isdir(args.output_dir):
-    parser.error("--output_dir {!r} exists and is not a folder".format(
-        args.output_dir))
+  if args.data == "movielens":
+    if args.data_dir is None:
+      parser.error("--data movielens needs --data_dir, the unzipped ml-100k "
+                   "folder (u.data, u.item, u.user)")
+    if not os.path.isdir(args.data_dir):
+      parser.error("--data_dir {!r} is not a folder".format(args.data_dir))
+    if args.num_examples is not None:
+      parser.error("--num_examples sizes the synthetic log; MovieLens has "
+                   "as many examples as u.data has ratings")
+  else:
+    if args.data_dir is not None:
+      parser.error("--data_dir is only read with --data movielens")
+    if args.num_examples is None:
+      args.num_examples = _DEFAULT_NUM_EXAMPLES
+    heldout = int(args.num_examples * args.heldout_fraction)
+    train = args.num_examples - heldout
+    if heldout < _MIN_HELDOUT:
+      parser.error(
+          "--num_examples {} * --heldout_fraction {} leaves {} held-out "
+          "examples; at least {} are needed for a meaningful AUC".format(
+              args.num_examples, args.heldout_fraction, heldout, _MIN_HELDOUT))
+    if args.batch_size > train:
+      parser.error("--batch_size {} is larger than the {} training examples "
+                   "(--num_examples {}, --heldout_fraction {})".format(
+                       args.batch_size, train, args.num_examples,
+                       args.heldout_fraction))
+  for flag in ("output_dir", "model_dir"):
+    path = getattr(args, flag)
+    if path is not None and os.path.exists(path) and not os.path.isdir(path):
+      parser.error("--{} {!r} exists and is not a folder".format(flag, path))
+  if args.resume and args.model_dir is None:
+    parser.error("--resume needs --model_dir, the folder of the checkpoint")
+  if args.model_dir is not None:
+    _check_model_dir(parser, args)
   return args
 
 
+def _model_flags(args):
+  """The flags a checkpoint depends on, as a JSON-able dict."""
+  return {
+      key: value
+      for key, value in sorted(vars(args).items())
+      if key not in _RESUME_MAY_CHANGE
+  }
+
+
+def _check_model_dir(parser, args):
+  """Checkpoint presence and, with --resume, flag compatibility."""
+  checkpoint = tf.train.latest_checkpoint(args.model_dir)
+  if not args.resume:
+    if checkpoint is not None:
+      parser.error("--model_dir {!r} already holds a checkpoint ({}); pass "
+                   "--resume to continue from it, or choose an empty "
+                   "folder".format(args.model_dir, checkpoint))
+    return
+  if checkpoint is None:
+    parser.error("--resume: no checkpoint in --model_dir {!r}".format(
+        args.model_dir))
+  path = os.path.join(args.model_dir, _FLAGS_FILE)
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+  except (OSError, ValueError) as e:
+    parser.error("--resume: cannot read the flags of the checkpoint's run "
+                 "from {}: {}".format(path, e))
+  changed = [
+      "--{} {} (checkpoint: {})".format(key, value, saved.get(key))
+      for key, value in _model_flags(args).items()
+      if saved.get(key) != value
+  ]
+  if changed:
+    parser.error("--resume: these flags differ from the run that wrote the "
+                 "checkpoint: {}".format(", ".join(changed)))
+  step = _checkpoint_step(checkpoint)
+  if step is None:
+    parser.error("--resume: {} has no global_step; was it written by this "
+                 "demo?".format(checkpoint))
+  if step >= args.steps:
+    parser.error("--resume: the checkpoint is at step {}, so --steps {} "
+                 "leaves nothing to train; give a larger --steps".format(
+                     step, args.steps))
+
+
+def _checkpoint_step(checkpoint):
+  """The global step saved in a checkpoint, or None if it has none."""
+  try:
+    return int(tf.train.load_variable(checkpoint, "global_step"))
+  except (tf.errors.OpError, ValueError):
+    return None
+
+
 # ---------------------------------------------------------------------------
-# Synthetic click log.
+# Data.
 
 
-class RaggedColumn(object):
-  """One sparse slot over all examples: flat ids plus row splits."""
-
-  def __init__(self, values, row_lengths):
-    self.values = np.asarray(values, dtype=np.int64)
-    self.row_lengths = np.asarray(row_lengths, dtype=np.int64)
-    self.row_splits = np.concatenate([[0], np.cumsum(self.row_lengths)])
-
-  def take(self, rows):
-    """Returns (values, row_lengths) of the given example rows, in order."""
-    lengths = self.row_lengths[rows]
-    starts = self.row_splits[rows]
-    out_starts = np.cumsum(lengths) - lengths
-    flat = np.repeat(starts - out_starts, lengths) + np.arange(lengths.sum())
-    return self.values[flat], lengths
-
-
-class ClickLog(object):
-  """Examples of the synthetic click log.
-
-  Attributes:
-    slots: slot name -> RaggedColumn of feature ids (fids).
-    labels: float32 [n], 1.0 for a click.
-    click_prob: float64 [n], the hidden model's click probability.
-  """
-
-  def __init__(self, slots, labels, click_prob):
-    self.slots = slots
-    self.labels = labels
-    self.click_prob = click_prob
-
-  def __len__(self):
-    return len(self.labels)
-
-  def split(self, num_first):
-    """Returns (first num_first examples, the rest) as two ClickLogs."""
-    parts = []
-    for rows in (np.arange(num_first), np.arange(num_first, len(self))):
-      slots = collections.OrderedDict((name, RaggedColumn(*column.take(rows)))
-                                      for name, column in self.slots.items())
-      parts.append(ClickLog(slots, self.labels[rows], self.click_prob[rows]))
-    return tuple(parts)
-
-
-def _popular_items(rng, categories):
-  """Draws one item per category, popular (low-rank) items more often."""
-  rank = np.floor(_ITEMS_PER_CATEGORY * rng.random(len(categories))**3)
-  return rank.astype(np.int64) * _NUM_CATEGORIES + categories
-
-
-def _fids(slot, raw_ids):
-  """Turns raw ids of a slot into fid-like int64 feature ids."""
-  return (np.int64(_SLOTS[slot][0]) << _SLOT_SHIFT) + raw_ids
-
-
-def generate_click_log(num_examples, seed):
-  """Generates the synthetic click log (deterministic given the seed).
+def load_data(args):
+  """Reads or generates the click log and splits it by time.
 
   Args:
-    num_examples: number of examples (one impression each).
-    seed: seed of the numpy generator.
+    args: parsed flags.
 
   Returns:
-    A ClickLog.
+    (train ClickLog, held-out ClickLog, OrderedDict slot -> SlotSpec, a
+    description of the data).
+
+  Raises:
+    movielens.MovieLensError: a MovieLens file is missing or malformed.
+    DataError: the log is too small for the flags.
   """
-  rng = np.random.default_rng(seed)
-  n = num_examples
-  quality = rng.normal(0.0, 0.8, size=_NUM_ITEMS)
-  liked = rng.integers(_NUM_CATEGORIES, size=(n, 2))
-
-  def liked_or_random(owners, p_liked):
-    """Per owner a category: one it likes with probability p_liked."""
-    pick = liked[owners, rng.integers(2, size=len(owners))]
-    other = rng.integers(_NUM_CATEGORIES, size=len(owners))
-    return np.where(rng.random(len(owners)) < p_liked, pick, other)
-
-  # user_tags: 0-3 declared interests (a quarter of the users have none).
-  tag_lengths = rng.integers(0, 4, size=n)
-  tags = liked_or_random(np.repeat(np.arange(n), tag_lengths), 0.7)
-
-  # user_hist: long-tail length (about 8% empty), mostly liked categories.
-  hist_lengths = np.minimum(rng.geometric(0.08, size=n) - 1, _MAX_HISTORY)
-  hist = _popular_items(
-      rng, liked_or_random(np.repeat(np.arange(n), hist_lengths), 0.8))
-
-  # item_id: the candidate, from a liked category 40% of the time.
-  item_category = liked_or_random(np.arange(n), 0.4)
-  item = _popular_items(rng, item_category)
-
-  # item_cats: [category, vertical], only the category for half of the
-  # items, nothing for 10% (missing metadata).
-  cat_lengths = rng.choice([0, 1, 2], size=n, p=[0.1, 0.45, 0.45])
-  vertical = _NUM_CATEGORIES + item_category // _CATEGORIES_PER_VERTICAL
-  cats = np.stack([item_category, vertical], axis=1)
-  cats = cats[np.arange(2)[None, :] < cat_lengths[:, None]]
-
-  likes_item = (liked == item_category[:, None]).any(axis=1)
-  logit = -1.2 + 3.0 * likes_item + quality[item]
-  click_prob = 1.0 / (1.0 + np.exp(-logit))
-  labels = (rng.random(n) < click_prob).astype(np.float32)
-
-  slots = collections.OrderedDict([
-      ("item_id", RaggedColumn(_fids("item_id", item), np.ones(n))),
-      ("item_cats", RaggedColumn(_fids("item_cats", cats), cat_lengths)),
-      ("user_hist", RaggedColumn(_fids("user_hist", hist), hist_lengths)),
-      ("user_tags", RaggedColumn(_fids("user_tags", tags), tag_lengths)),
-  ])
-  return ClickLog(slots, labels, click_prob)
-
-
-def roc_auc(labels, scores):
-  """Area under the ROC curve, rank based (ties count one half).
-
-  Args:
-    labels: array of 0/1 (or bool) labels.
-    scores: array of scores, higher meaning more likely positive.
-
-  Returns:
-    The AUC as a float, or NaN when only one class is present.
-  """
-  labels = np.asarray(labels).astype(bool).ravel()
-  scores = np.asarray(scores, dtype=np.float64).ravel()
-  num_pos = int(labels.sum())
-  num_neg = labels.size - num_pos
-  if num_pos == 0 or num_neg == 0:
-    return float("nan")
-  _, inverse, counts = np.unique(scores,
-                                 return_inverse=True,
-                                 return_counts=True)
-  # Average 1-based rank of each distinct score.
-  ends = np.cumsum(counts)
-  mean_rank = ends - (counts - 1) / 2.0
-  pos_rank_sum = mean_rank[inverse.ravel()][labels].sum()
-  return float(
-      (pos_rank_sum - num_pos * (num_pos + 1) / 2.0) / (num_pos * num_neg))
+  if args.data == "movielens":
+    log = movielens.read_movielens(args.data_dir, max_history=args.hist_len)
+    specs, what = movielens.MOVIELENS_SLOTS, "MovieLens 100K ({})".format(
+        args.data_dir)
+  else:
+    log = click_log.generate_click_log(args.num_examples, args.seed)
+    specs, what = click_log.SYNTHETIC_SLOTS, "synthetic click log"
+  heldout_size = int(len(log) * args.heldout_fraction)
+  if heldout_size < _MIN_HELDOUT or len(log) - heldout_size < args.batch_size:
+    raise DataError(
+        "{} has {} examples: --heldout_fraction {} and --batch_size {} need "
+        "at least {} held-out examples and one training batch".format(
+            what, len(log), args.heldout_fraction, args.batch_size,
+            _MIN_HELDOUT))
+  # FirstN(--hist_len) reads the first ids of a history row only: ids after
+  # them would be looked up for nothing, and trained with zero gradients.
+  for slot, spec in specs.items():
+    if spec.combiner == "FirstN":
+      log.slots[slot] = log.slots[slot].first(args.hist_len)
+  train, heldout = log.split(len(log) - heldout_size)
+  return train, heldout, specs, what
 
 
 # ---------------------------------------------------------------------------
 # Table configs (monolith.native_training.entry).
 
 
-def build_table_configs(args):
+def build_table_configs(args, specs, decay_steps, expire_days=None):
   """Describes every slot's embedding table with monolith's entry API.
 
-  The id tables (item_id, user_hist) have two segments: a 1-dim bias with a
-  constant learning rate and an `--id_dim` vector whose learning rate decays
-  polynomially over the run. The tag tables (item_cats, user_tags) have one
-  `--tag_dim` segment with a constant learning rate. Each slot gets its own
-  instance, built the way a feature definition would build it.
+  "id" slots: two segments, a 1-dim bias (zeros, FTRL, fp32, constant
+  learning rate) and an `--id_dim` vector (random uniform, Adagrad, fp16,
+  `PolynomialDecay` to a tenth over `decay_steps`). "tag" slots: one `--tag_dim`
+  vector (random uniform, Adam, fixed_r8). `expire_days` sets per-slot
+  expiry; it goes into the config of every slot of that kind (so that equal
+  kinds still print equal configs), whose table then evicts once a day of
+  log time (`feature_evict_every_n_hours`). Each slot gets
+  its own instance, built the way a feature definition would build it.
 
   Args:
     args: parsed flags.
+    specs: OrderedDict slot name -> click_log.SlotSpec.
+    decay_steps: steps of the id vectors' learning-rate decay.
+    expire_days: slot name -> days an entry lives without updates.
 
   Returns:
     OrderedDict slot name -> entry.HashTableConfigInstance.
   """
   lr = args.embedding_lr
+  expire_days = expire_days or {}
 
-  def adagrad():
-    # The loss is a batch mean, so per-id gradients are small: a small
-    # initial accumulator keeps the first Adagrad steps from stalling.
-    return entry.AdagradOptimizer(learning_rate=lr,
-                                  initial_accumulator_value=0.001)
-
-  def table(segments):
-    config = embedding_hash_table_pb2.EmbeddingHashTableConfig()
-    config.entry_config.segments.extend(segments)
-    entry.CuckooHashTableConfig(
-        initial_capacity=args.table_size).mutate_table(config)
+  def table(segments, kind):
+    expiring = sorted((specs[slot].number, days)
+                      for slot, days in expire_days.items()
+                      if specs[slot].kind == kind)
+    config = entry.build_embedding_hash_table_config(
+        segments,
+        entry.CuckooHashTableConfig(
+            initial_capacity=args.table_size,
+            feature_evict_every_n_hours=_EVICT_EVERY_HOURS if expiring else 0))
+    for number, days in expiring:
+      config.slot_expire_time_config.slot_expire_times.add(slot=number,
+                                                           expire_time=days)
     return config
 
   configs = collections.OrderedDict()
-  for slot, (_, group, _) in _SLOTS.items():
-    if group == "id":
-      bias = entry.CombineAsSegment(1, entry.ZerosInitializer(), adagrad(),
-                                    entry.Fp32Compressor())
+  for slot, spec in specs.items():
+    if spec.kind == "id":
+      bias = entry.CombineAsSegment(
+          1, entry.ZerosInitializer(),
+          entry.FtrlOptimizer(learning_rate=lr,
+                              initial_accumulator_value=0.001,
+                              beta=0.0), entry.Fp32Compressor())
+      # The loss is a batch mean, so per-id gradients are small: a small
+      # initial accumulator keeps the first Adagrad steps from stalling.
       vector = entry.CombineAsSegment(
-          args.id_dim, entry.RandomUniformInitializer(-0.05, 0.05), adagrad(),
-          entry.Fp32Compressor())
+          args.id_dim, entry.RandomUniformInitializer(-0.05, 0.05),
+          entry.AdagradOptimizer(learning_rate=lr,
+                                 initial_accumulator_value=0.001),
+          entry.Fp16Compressor())
       decay = learning_rate_functions.PolynomialDecay(initial_learning_rate=lr,
-                                                      decay_steps=args.steps,
+                                                      decay_steps=decay_steps,
                                                       end_learning_rate=lr / 10)
-      configs[slot] = entry.HashTableConfigInstance(table([bias, vector]),
+      configs[slot] = entry.HashTableConfigInstance(table([bias, vector], "id"),
                                                     [lr, decay])
     else:
       vector = entry.CombineAsSegment(
-          args.tag_dim, entry.RandomUniformInitializer(-0.05, 0.05), adagrad(),
-          entry.Fp32Compressor())
-      configs[slot] = entry.HashTableConfigInstance(table([vector]), [lr])
+          args.tag_dim, entry.RandomUniformInitializer(-0.05, 0.05),
+          entry.AdamOptimizer(learning_rate=lr / 10, epsilon=1e-6),
+          entry.FixedR8Compressor(fixed_range=1.0))
+      configs[slot] = entry.HashTableConfigInstance(table([vector], "tag"),
+                                                    [lr / 10])
   return configs
 
 
@@ -457,7 +473,8 @@ def group_slots(configs):
     configs: OrderedDict slot name -> HashTableConfigInstance.
 
   Returns:
-    List of (HashTableConfigInstance, [slot names]), in first-seen order.
+    List of (HashTableConfigInstance, [slot names]), in first-seen order:
+    one hash table each.
   """
   groups = collections.OrderedDict()
   for slot, instance in configs.items():
@@ -470,196 +487,11 @@ def _fns_text(instance):
   return "[{}]".format(", ".join(str(fn) for fn in instance.learning_rate_fns))
 
 
-def _initial_rows(segments, num_rows):
-  """Initial table value [num_rows, sum of dims] from segment initializers.
-
-  Args:
-    segments: EntryConfig.Segment messages.
-    num_rows: table rows.
-
-  Returns:
-    A float32 tensor (random ops draw from the graph-level seed).
-
-  Raises:
-    ValueError: for an initializer this demo does not implement.
-  """
-  columns = []
-  for segment in segments:
-    init = segment.init_config
-    shape = [num_rows, segment.dim_size]
-    kind = init.WhichOneof("type")
-    if kind == "zeros":
-      columns.append(tf.zeros(shape))
-    elif kind == "ones":
-      columns.append(tf.ones(shape))
-    elif kind == "constants":
-      columns.append(tf.fill(shape, init.constants.constant))
-    elif kind == "random_uniform":
-      columns.append(
-          tf.random.uniform(shape, init.random_uniform.minval,
-                            init.random_uniform.maxval))
-    else:
-      raise ValueError("the demo has no initializer for {!r}".format(kind))
-  return tf.concat(columns, axis=1)
-
-
-def _per_column(segments, per_segment):
-  """Repeats one value per segment over that segment's columns."""
-  return tf.repeat(per_segment, [s.dim_size for s in segments])
-
-
-def _sparse_adagrad(table, accumulator, grad, lr_columns):
-  """Adagrad on the rows a gradient touches, learning rate per column.
-
-  Args:
-    table: resource variable [rows, dim].
-    accumulator: resource variable [rows, dim], squared-gradient sums.
-    grad: tf.IndexedSlices gradient of the table.
-    lr_columns: float32 [dim] learning rate of every column.
-
-  Returns:
-    The update op.
-  """
-  rows, position = tf.unique(grad.indices)
-  g = tf.math.unsorted_segment_sum(grad.values, position, tf.size(rows))
-  acc = tf.gather(accumulator, rows) + tf.square(g)
-  update_acc = accumulator.scatter_update(tf.IndexedSlices(acc, rows))
-  step = lr_columns * g * tf.math.rsqrt(acc)
-  update_table = table.scatter_sub(tf.IndexedSlices(step, rows))
-  return tf.group(update_acc, update_table)
-
-
-# ---------------------------------------------------------------------------
-# Model.
-
-
-def _dense(x, units, name, seed):
-  """A fully connected layer from plain TF1 variables."""
-  with tf.compat.v1.variable_scope(name):
-    kernel = tf.compat.v1.get_variable(
-        "kernel", [int(x.shape[-1]), units],
-        initializer=tf.compat.v1.glorot_uniform_initializer(seed=seed))
-    bias = tf.compat.v1.get_variable(
-        "bias", [units], initializer=tf.compat.v1.zeros_initializer())
-  return tf.matmul(x, kernel) + bias
-
-
-def _combiner(slot, args):
-  """The embedding combiner of a slot."""
-  kind = _SLOTS[slot][2]
-  if kind == "ReduceSum":
-    return embedding_combiners.ReduceSum()
-  if kind == "ReduceMean":
-    return embedding_combiners.ReduceMean()
-  return embedding_combiners.FirstN(args.hist_len)
-
-
-def build_model(args, configs, groups):
-  """Builds the training graph in the current default graph.
-
-  Args:
-    args: parsed flags.
-    configs: OrderedDict slot -> HashTableConfigInstance.
-    groups: output of group_slots(configs).
-
-  Returns:
-    dict with the feed placeholders ("<slot>/values", "<slot>/row_lengths",
-    "labels"), the ragged ids "<slot>/ids" and the tensors "loss", "prob", "train_op", "global_step" and
-    "learning_rates" (one stacked tensor per group).
-  """
-  global_step = tf.compat.v1.train.get_or_create_global_step()
-  out = {}
-  tables = {}
-  pooled = {}
-  for slot, instance in configs.items():
-    values = tf.compat.v1.placeholder(tf.int64, [None], slot + "/values")
-    lengths = tf.compat.v1.placeholder(tf.int64, [None], slot + "/row_lengths")
-    out[slot + "/values"], out[slot + "/row_lengths"] = values, lengths
-    ids = tf.RaggedTensor.from_row_lengths(values, lengths, validate=False)
-    segments = instance.table_config.entry_config.segments
-    size = instance.table_config.initial_capacity
-    with tf.compat.v1.variable_scope("embedding/" + slot):
-      table = tf.compat.v1.get_variable("table",
-                                        initializer=_initial_rows(
-                                            segments, size))
-      initial_accumulator = [
-          s.opt_config.adagrad.initial_accumulator_value for s in segments
-      ]
-      accumulator = tf.compat.v1.get_variable(
-          "adagrad_accumulator",
-          initializer=tf.tile(
-              _per_column(segments, initial_accumulator)[None, :], [size, 1]),
-          trainable=False)
-    tables[slot] = (table, accumulator)
-    # ids hashed modulo the table size, one embedding row per id.
-    embedding = tf.gather(table, tf.math.floormod(ids.values, size))
-    pooled[slot] = _combiner(slot, args).combine(ids, embedding)
-    out[slot + "/ids"] = ids
-
-  labels = tf.compat.v1.placeholder(tf.float32, [None], "labels")
-  out["labels"] = labels
-
-  # item_id / user_hist rows are [bias, vector...]; attention of the
-  # candidate item over the first hist_len history items.
-  item_bias, item_vec = pooled["item_id"][:, 0], pooled["item_id"][:, 1:]
-  hist_vec = pooled["user_hist"][:, :, 1:]
-  mask = tf.sequence_mask(
-      tf.minimum(out["user_hist/ids"].row_lengths(), args.hist_len),
-      args.hist_len)
-  scores = tf.einsum("bd,bnd->bn", item_vec, hist_vec) / math.sqrt(args.id_dim)
-  scores = tf.where(mask, scores, tf.fill(tf.shape(scores), -1e9))
-  weights = tf.nn.softmax(scores) * tf.cast(mask, tf.float32)
-  interest = tf.einsum("bn,bnd->bd", weights, hist_vec)
-  cats, tags = pooled["item_cats"], pooled["user_tags"]
-  features = tf.concat(
-      [item_vec, interest, item_vec * interest, cats, tags, cats * tags],
-      axis=1)
-  hidden = tf.nn.relu(_dense(features, args.hidden_units, "dnn1", args.seed))
-  hidden = tf.nn.relu(
-      _dense(hidden, max(1, args.hidden_units // 2), "dnn2", args.seed + 1))
-  logit = _dense(hidden, 1, "logit", args.seed + 2)[:, 0] + item_bias
-  loss = tf.reduce_mean(
-      tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logit))
-  out["loss"], out["prob"] = loss, tf.sigmoid(logit)
-
-  # Dense part: its own optimizer. Embeddings: one Adagrad per config group,
-  # learning rate per segment from call_learning_rate_fns().
-  dense_vars = [
-      v for v in tf.compat.v1.trainable_variables()
-      if not v.name.startswith("embedding/")
-  ]
-  table_vars = [tables[s][0] for s in configs]
-  grads = tf.gradients(loss, dense_vars + table_vars)
-  dense_grads = grads[:len(dense_vars)]
-  table_grads = dict(zip(configs, grads[len(dense_vars):]))
-  updates = [
-      tf.compat.v1.train.AdamOptimizer(args.dense_lr).apply_gradients(
-          zip(dense_grads, dense_vars), global_step=global_step)
-  ]
-  out["learning_rates"] = []
-  for index, (instance, slots) in enumerate(groups):
-    with tf.name_scope("group_{}".format(index)):
-      learning_rates = instance.call_learning_rate_fns()
-      out["learning_rates"].append(learning_rates)
-      lr_columns = _per_column(instance.table_config.entry_config.segments,
-                               learning_rates)
-      for slot in slots:
-        table, accumulator = tables[slot]
-        updates.append(
-            _sparse_adagrad(table, accumulator, table_grads[slot], lr_columns))
-  out["train_op"] = tf.group(*updates)
-  out["global_step"] = global_step
-  return out
-
-
-def _feed(model, log, rows):
-  """Feed dict of the given example rows of a ClickLog."""
-  feed = {model["labels"]: log.labels[rows]}
-  for slot, column in log.slots.items():
-    values, lengths = column.take(rows)
-    feed[model[slot + "/values"]] = values
-    feed[model[slot + "/row_lengths"]] = lengths
-  return feed
+def _segments_text(instance):
+  """E.g. "1 ftrl fp32 + 16 adagrad fp16"."""
+  return " + ".join("{} {} {}".format(s.dim_size, s.opt_config.WhichOneof(
+      "type"), s.comp_config.WhichOneof("type"))
+                    for s in instance.table_config.entry_config.segments)
 
 
 # ---------------------------------------------------------------------------
@@ -683,8 +515,23 @@ class ProgressBar(object):
     self._width = 0
     self._last_draw = 0.0
 
-  def update(self, step, loss, auc, examples_per_sec):
-    """Reports the state after `step` steps."""
+  def update(self,
+             step,
+             loss,
+             auc,
+             examples_per_sec,
+             table_rows=None,
+             evicted=None):
+    """Reports the state after `step` steps.
+
+    Args:
+      step: steps done.
+      loss: loss of the last batch.
+      auc: AUC of recent batches (NaN when undefined).
+      examples_per_sec: training throughput.
+      table_rows: rows of each hash table, or None.
+      evicted: entries evicted so far, all tables together, or None.
+    """
     text = ("step {step:>{width}}/{total}  loss {loss:.4f}  AUC {auc}  "
             "{eps:,.0f} examples/s").format(
                 step=step,
@@ -693,6 +540,11 @@ class ProgressBar(object):
                 loss=loss,
                 auc="n/a  " if math.isnan(auc) else "{:.3f}".format(auc),
                 eps=examples_per_sec)
+    if table_rows is not None:
+      text += "  table rows {}".format(" + ".join(
+          "{:,}".format(int(r)) for r in table_rows))
+    if evicted is not None:
+      text += "  evicted {:,}".format(int(evicted))
     last = step == self._total
     if self._tty:
       now = time.monotonic()
@@ -706,23 +558,6 @@ class ProgressBar(object):
     elif last or step % self._every == 0:
       self._stream.write(text + "\n")
     self._stream.flush()
-
-
-def _batches(num_rows, batch_size, rng):
-  """Yields row-index batches forever, reshuffling every epoch."""
-  while True:
-    order = rng.permutation(num_rows)
-    for start in range(0, num_rows - batch_size + 1, batch_size):
-      yield order[start:start + batch_size]
-
-
-def _predict(sess, model, log, batch_size=4096):
-  """Click probabilities of all examples of a ClickLog."""
-  probs = []
-  for start in range(0, len(log), batch_size):
-    rows = np.arange(start, min(start + batch_size, len(log)))
-    probs.append(sess.run(model["prob"], _feed(model, log, rows)))
-  return np.concatenate(probs)
 
 
 def write_table_configs(output_dir, configs, groups):
@@ -745,24 +580,77 @@ def write_table_configs(output_dir, configs, groups):
     path = os.path.join(output_dir, slot + ".pbtxt")
     with open(path, "w") as f:
       f.write("# monolith.hash_table.EmbeddingHashTableConfig of slot {}\n"
-              "# (optimizer group {}, learning-rate fns {})\n".format(
+              "# (hash table {}, learning-rate fns {})\n".format(
                   slot, group_of[slot], _fns_text(instance)))
       f.write(text_format.MessageToString(instance.table_config))
     paths.append(path)
   return paths
 
 
-def _describe_log(name, log):
-  """One line per slot: mean length and share of empty rows."""
-  lines = [
-      "{}: {:,} examples, {:.1%} clicked".format(name, len(log),
-                                                 log.labels.mean())
+def _evictions_due(config, clock_before, clock_now, clock_start):
+  """Whether a table evicts between two clocks (every n hours of log time)."""
+  if not config.enable_feature_eviction:
+    return False
+  period = 3600 * config.feature_evict_every_n_hours
+  return (clock_now - clock_start) // period > (clock_before -
+                                                clock_start) // period
+
+
+def train(args, train_log, model, groups, sess, first_step):
+  """Runs training steps first_step..args.steps with a progress line.
+
+  Ctrl-C stops after the step that is running (the caller then saves a
+  checkpoint if it can).
+
+  Args:
+    args: parsed flags.
+    train_log: the training ClickLog.
+    model: output of ctr_model.build_model.
+    groups: output of group_slots (one table each).
+    sess: the Session, variables initialized or restored.
+    first_step: the first step to run (1, or the checkpoint's step + 1).
+
+  Returns:
+    (seconds spent training, whether Ctrl-C stopped it).
+  """
+  progress = ProgressBar(args.steps, sys.stdout, args.log_every)
+  window = collections.deque(maxlen=_AUC_WINDOW_BATCHES)
+  stream = click_log.BatchStream(train_log, args.batch_size)
+  evictions = [(op, instance.table_config)
+               for op, (instance, _) in zip(model["evict_ops"], groups)
+               if op is not None]
+  fetches = [
+      model["train_op"], model["loss"], model["prob"], model["table_sizes"],
+      model["evicted_total"]
   ]
-  for slot, column in log.slots.items():
-    lines.append("  {:<10} {:<10} mean length {:5.2f}, empty {:5.1%}".format(
-        slot, _SLOTS[slot][2], column.row_lengths.mean(),
-        (column.row_lengths == 0).mean()))
-  return "\n".join(lines)
+  started = time.monotonic()
+  try:
+    for step in range(first_step, args.steps + 1):
+      rows = stream.rows(step)
+      feed = ctr_model.feed_dict(model, train_log, rows)
+      feed[model["req_time"]] = stream.clock(step)
+      _, loss, prob, sizes, evicted = sess.run(fetches, feed)
+      # monolith evicts every feature_evict_every_n_hours; here in log time.
+      due = [
+          op for op, config in evictions
+          if _evictions_due(config, stream.clock(max(step - 1, 1)),
+                            stream.clock(step), stream.clock(1))
+      ]
+      if due:
+        sess.run(due)
+        sizes, evicted = sess.run(
+            [model["current_sizes"], model["evicted_total"]])
+      window.append((train_log.labels[rows], prob))
+      seconds = max(time.monotonic() - started, 1e-9)
+      progress.update(
+          step, float(loss),
+          click_log.roc_auc(np.concatenate([w[0] for w in window]),
+                            np.concatenate([w[1] for w in window])),
+          (step - first_step + 1) * args.batch_size / seconds, sizes, evicted)
+  except KeyboardInterrupt:
+    print("\ninterrupted")
+    return time.monotonic() - started, True
+  return time.monotonic() - started, False
 
 
 def main(argv=None):
@@ -774,64 +662,90 @@ def main(argv=None):
 
   print("monolith-tf {} on TensorFlow {}".format(monolith.__version__,
                                                  tf.__version__))
-  log = generate_click_log(args.num_examples, args.seed)
-  heldout_size = int(args.num_examples * args.heldout_fraction)
-  train, heldout = log.split(args.num_examples - heldout_size)
-  print(_describe_log("synthetic click log (training part)", train))
+  try:
+    train_log, heldout, specs, what = load_data(args)
+  except (movielens.MovieLensError, DataError) as e:
+    print("{}: error: {}".format(build_parser().prog, e), file=sys.stderr)
+    return 1
+  print(click_log.describe(what + ", training part", train_log, specs))
 
-  configs = build_table_configs(args)
+  # The id vectors' learning rate decays over one pass over the data.
+  configs = build_table_configs(args, specs,
+                                len(train_log) // args.batch_size,
+                                _EXPIRE_DAYS[args.data])
   groups = group_slots(configs)
-  print("embedding tables: {} slots in {} optimizer groups "
-        "(equal HashTableConfigInstance strings)".format(
-            len(configs), len(groups)))
+  print("hash tables: {} slots in {} tables (equal HashTableConfigInstance "
+        "strings share one)".format(len(configs), len(groups)))
   for index, (instance, slots) in enumerate(groups):
-    dims = [s.dim_size for s in instance.table_config.entry_config.segments]
-    print("  group {}: {}: segment dims {}, learning-rate fns {}".format(
-        index, ", ".join(slots), dims, _fns_text(instance)))
+    print("  table {}: {}: segments {}, learning-rate fns {}".format(
+        index, ", ".join(slots), _segments_text(instance), _fns_text(instance)))
 
   graph = tf.Graph()
   with graph.as_default():
     tf.compat.v1.set_random_seed(args.seed)
-    model = build_model(args, configs, groups)
+    model = ctr_model.build_model(args, specs, groups)
     init = tf.compat.v1.global_variables_initializer()
+    # The tables are tf.Modules whose variables and DenseHashTable index are
+    # in the graph's collections: a plain Saver checkpoints them with the
+    # DNN, Adam's slots, the global step and the eviction counts.
+    saver = tf.compat.v1.train.Saver(max_to_keep=2)
   graph.finalize()
 
+  first_step = 1
   with tf.compat.v1.Session(graph=graph) as sess:
     sess.run(init)
-    print("training {} steps of {} examples".format(args.steps,
-                                                    args.batch_size))
-    progress = ProgressBar(args.steps, sys.stdout, args.log_every)
-    window = collections.deque(maxlen=_AUC_WINDOW_BATCHES)
-    batches = _batches(len(train), args.batch_size,
-                       np.random.default_rng(args.seed + 2))
-    train_started = time.monotonic()
-    for step in range(1, args.steps + 1):
-      rows = next(batches)
-      _, loss, prob = sess.run(
-          [model["train_op"], model["loss"], model["prob"]],
-          _feed(model, train, rows))
-      window.append((train.labels[rows], prob))
-      seconds = max(time.monotonic() - train_started, 1e-9)
-      progress.update(
-          step, float(loss),
-          roc_auc(np.concatenate([w[0] for w in window]),
-                  np.concatenate([w[1] for w in window])),
-          step * args.batch_size / seconds)
-    train_seconds = time.monotonic() - train_started
-    learning_rates = sess.run(model["learning_rates"])
-    heldout_auc = roc_auc(heldout.labels, _predict(sess, model, heldout))
+    if args.resume:
+      checkpoint = tf.train.latest_checkpoint(args.model_dir)
+      saver.restore(sess, checkpoint)
+      first_step = int(sess.run(model["global_step"])) + 1
+      print("resumed from {} (step {})".format(checkpoint, first_step - 1))
+    print("training steps {}..{} of {} examples".format(first_step, args.steps,
+                                                        args.batch_size))
+    train_seconds, interrupted = train(args, train_log, model, groups, sess,
+                                       first_step)
+    step = int(sess.run(model["global_step"]))
+    if args.model_dir and step >= first_step:
+      os.makedirs(args.model_dir, exist_ok=True)
+      with open(os.path.join(args.model_dir, _FLAGS_FILE), "w") as f:
+        json.dump(_model_flags(args), f, indent=1, sort_keys=True)
+      path = saver.save(sess,
+                        os.path.join(args.model_dir, "model.ckpt"),
+                        global_step=step)
+      print(
+          "wrote checkpoint {} (dense variables and hash tables)".format(path))
+    if interrupted:
+      print("stopped at step {}{}".format(
+          step, "; add --resume to the same command to continue"
+          if args.model_dir else ""))
+      return 130
+    learning_rates, sizes, evicted = sess.run([
+        model["learning_rates"], model["current_sizes"], model["evicted_total"]
+    ])
+    heldout_prob = ctr_model.predict(sess, model, heldout)
 
   for index, rates in enumerate(learning_rates):
-    print("  group {} learning rates after {} steps: {}".format(
-        index, args.steps, ", ".join("{:.4g}".format(r) for r in rates)))
-  output_dir = args.output_dir or tempfile.mkdtemp(prefix="monolith_demo_")
+    print("  table {}: {:,} rows, learning rates after {} steps: {}".format(
+        index, int(sizes[index]), args.steps,
+        ", ".join("{:.4g}".format(r) for r in rates)))
+  print("evicted {:,} expired entries in all".format(int(evicted)))
+  output_dir = args.output_dir or args.model_dir or tempfile.mkdtemp(
+      prefix="monolith_demo_")
   paths = write_table_configs(output_dir, configs, groups)
   print("wrote {} table configs (pbtxt) to {}".format(len(paths), output_dir))
   print("trained in {:.1f} s, {:.1f} s after TensorFlow was loaded".format(
       train_seconds,
       time.monotonic() - started))
-  print("held-out AUC of the hidden click model itself (the ceiling): "
-        "{:.3f}".format(roc_auc(heldout.labels, heldout.click_prob)))
+  if heldout.click_prob is not None:
+    print("held-out AUC of the hidden click model itself (the ceiling): "
+          "{:.3f}".format(click_log.roc_auc(heldout.labels,
+                                            heldout.click_prob)))
+  else:
+    print("held-out AUC of the items' training click rates (a baseline): "
+          "{:.3f}".format(
+              click_log.roc_auc(
+                  heldout.labels,
+                  movielens.item_rate_baseline(train_log, heldout))))
+  heldout_auc = click_log.roc_auc(heldout.labels, heldout_prob)
   if heldout_auc > 0.5:
     verdict = "> 0.5: the model learned"
   else:
