@@ -5,6 +5,10 @@ their main, with the test file (relative to the runfiles root, which is the
 working directory of a Bazel test) as argument. pytest picks up
 `pyproject.toml` and `tests/conftest.py` from the runfiles, as in CI's
 `python -m pytest`, and writes its JUnit report where Bazel asks for it.
+With `pyproject.toml`'s `--import-mode=importlib`, pytest does not change
+`sys.path`: `monolith` (with Bazel's generated `_pb2` modules) and `tests.*`
+helper modules are imported through the runfiles that Bazel's Python stub
+puts on `sys.path`.
 """
 
 import os

@@ -112,7 +112,8 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--entries", type=int, default=1_000_000)
   parser.add_argument("--dim", type=int, default=16)
-  parser.add_argument("--quick", action="store_true",
+  parser.add_argument("--quick",
+                      action="store_true",
                       help="20,000 entries: a smoke test")
   parser.add_argument("--json", help="write the results here")
   args = parser.parse_args(argv)
@@ -132,8 +133,10 @@ def main(argv=None):
             f"{r['export_s']:>9.2f} {r['load_and_first_request_s']:>15.2f}")
   finally:
     shutil.rmtree(workdir, ignore_errors=True)
-  print(f"{entries:,} entries of dim {args.dim}"
-        f"{' (quick: sizes include fixed overhead, not judged)' if args.quick else ''}")
+  print(
+      f"{entries:,} entries of dim {args.dim}"
+      f"{' (quick: sizes include fixed overhead, not judged)' if args.quick else ''}"
+  )
   if args.json:
     with open(args.json, "w") as f:
       json.dump(results, f, indent=1)

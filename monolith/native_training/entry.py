@@ -33,6 +33,11 @@ Beyond monolith:
   | initial_capacity (CuckooHashTableConfig)         | uint64 (>= 0)    |
   | feature_evict_every_n_hours                      | int32, >= 0      |
 
+* Like monolith, `CombineAsSegment` and
+  `StochasticRoundingFloat16OptimizerWrapper` accept any object with an
+  `as_proto()` method (e.g. in-house wrapper classes); one returning the
+  wrong message type raises `TypeError` naming the expected type.
+  `HashTableConfigInstance` checks its arguments' types at construction.
 * `OnesInitializer` and `DcOptimizer` cover the proto's `ones` and `dc`.
 * Wrappers have `__repr__`, `__eq__` (same class and same proto) and
   `from_proto()`; `build_embedding_hash_table_config`, `config_to_pbtxt` and
@@ -51,6 +56,7 @@ Example:
 import abc
 import dataclasses
 import math
+import numbers
 from typing import (Any, Callable, Dict, List, Mapping, Optional, Sequence,
                     Tuple, Type, Union)
 
@@ -75,6 +81,8 @@ def _convert_to_proto(obj: object, proto: message.Message) -> None:
 
   This is monolith's emission rule: every public attribute of `obj` is named
   after a field of `proto`, and exactly those that are not `None` are set.
+  NumPy scalars are set as the equal Python scalar (same bytes): protobuf 4
+  reads a `numpy.bool_` through `__index__`, which NumPy deprecates.
 
   Args:
     obj: The wrapper whose attributes are copied.
@@ -83,6 +91,8 @@ def _convert_to_proto(obj: object, proto: message.Message) -> None:
   proto.SetInParent()
   for name, value in vars(obj).items():
     if value is not None and not name.startswith("_"):
+      if isinstance(value, np.generic):
+        value = value.item()
       setattr(proto, name, value)
 
 
@@ -316,9 +326,10 @@ def _wrapper_from_config(cls: type, config: message.Message,
 
 def _check_from_proto_result(cls: type, wrapper: Any, member: str) -> Any:
   if not isinstance(wrapper, cls):
-    raise ValueError("{}.from_proto: the config selects {!r}, which is a {}, "
-                     "not a {}".format(cls.__name__, member,
-                                       type(wrapper).__name__, cls.__name__))
+    raise ValueError("{}.from_proto: the config selects {!r}, which is {}, "
+                     "not {}".format(cls.__name__, member,
+                                     _with_article(type(wrapper).__name__),
+                                     _with_article(cls.__name__)))
   return wrapper
 
 
@@ -328,7 +339,7 @@ class Optimizer(abc.ABC):
   Example:
 
     opt = Optimizer.from_proto(AdamOptimizer(learning_rate=0.01).as_proto())
-    opt  # AdamOptimizer(learning_rate=0.009999999776482582, beta1=..., ...)
+    opt  # AdamOptimizer(learning_rate=0.01, beta1=0.9, beta2=0.99, ...)
   """
 
   _CONFIG_CLASS = embedding_hash_table_pb2.OptimizerConfig
@@ -372,14 +383,18 @@ class Optimizer(abc.ABC):
 class StochasticRoundingFloat16OptimizerWrapper(Optimizer):
   """Stores the wrapped optimizer's state in float16, stochastically rounded.
 
-  `as_proto()` is the wrapped optimizer's message with
+  `as_proto()` is (a copy of) the wrapped optimizer's message with
   `stochastic_rounding_float16 = True`.
 
   Args:
-    optimizer: The `Optimizer` to wrap.
+    optimizer: The `Optimizer` to wrap, or, as in monolith, any object whose
+      `as_proto()` returns an `OptimizerConfig` (e.g. an in-house wrapper
+      class that does not derive from `Optimizer`).
 
   Raises:
-    TypeError: If `optimizer` is not an `Optimizer`.
+    TypeError: If `optimizer` is neither an `Optimizer` nor has an
+      `as_proto()`, or its `as_proto()` returns something else than an
+      `OptimizerConfig`.
 
   Example:
 
@@ -389,10 +404,15 @@ class StochasticRoundingFloat16OptimizerWrapper(Optimizer):
 
   def __init__(self, optimizer: Optimizer):
     if not isinstance(optimizer, Optimizer):
-      raise TypeError("{}: optimizer must be an Optimizer, got {} {!r}".format(
-          type(self).__name__,
-          type(optimizer).__name__, optimizer))
+      # A duck-typed optimizer: check what it emits now, not at first use.
+      self._optimizer_proto(optimizer)
     self._optimizer = optimizer
+
+  def _optimizer_proto(
+      self, optimizer: Any) -> embedding_hash_table_pb2.OptimizerConfig:
+    return _as_proto_of(
+        type(self).__name__, "optimizer must be an Optimizer", optimizer,
+        embedding_hash_table_pb2.OptimizerConfig)
 
   @property
   def optimizer(self) -> Optimizer:
@@ -400,7 +420,8 @@ class StochasticRoundingFloat16OptimizerWrapper(Optimizer):
     return self._optimizer
 
   def as_proto(self) -> embedding_hash_table_pb2.OptimizerConfig:
-    config = self._optimizer.as_proto()
+    config = embedding_hash_table_pb2.OptimizerConfig()
+    config.CopyFrom(self._optimizer_proto(self._optimizer))
     config.stochastic_rounding_float16 = True
     return config
 
@@ -1215,20 +1236,57 @@ _COMPRESSORS: Dict[str, Type[Compressor]] = {
 
 
 def _with_article(name: str) -> str:
-  return "{} {}".format("an" if name[0] in "AEIOU" else "a", name)
+  """Returns `name` after "a" or "an", e.g. "an AdamOptimizer"."""
+  return "{} {}".format(
+      "an" if name[:1].upper() in ("A", "E", "I", "O", "U") else "a", name)
+
+
+def _as_proto_of(owner: str, wanted: str, value: Any,
+                 config_class: Type[message.Message]) -> message.Message:
+  """Returns `value.as_proto()`, which must be a `config_class` message.
+
+  Like monolith, this accepts any object with an `as_proto()` method (e.g. an
+  in-house wrapper class that does not derive from the abstract base).
+
+  Args:
+    owner: Name of the class or function, used in the message.
+    wanted: What the argument must be, e.g. "optimizer must be an Optimizer",
+      used in the message.
+    value: A wrapper, or any object with an `as_proto()` method.
+    config_class: The message class `as_proto()` must return.
+
+  Raises:
+    TypeError: If `value` has no `as_proto()`, or it returns something else
+      than a `config_class` message.
+  """
+  error = "{}: {}, got {} {!r}".format(owner, wanted,
+                                       type(value).__name__, value)
+  as_proto = getattr(value, "as_proto", None)
+  if not callable(as_proto):
+    raise TypeError(error)
+  config = as_proto()
+  if not isinstance(config, config_class):
+    returned = "None" if config is None else _with_article(
+        type(config).__name__)
+    raise TypeError("{}, whose as_proto() returned {}, not {} message".format(
+        error, returned, _with_article(config_class.__name__)))
+  return config
 
 
 def _segment_part(name: str, value: Any, wrapper_class: type,
                   config_class: Type[message.Message]) -> message.Message:
-  """Returns `value` as a `config_class` message, or raises TypeError."""
-  if isinstance(value, wrapper_class):
-    return value.as_proto()
+  """Returns `value` as a `config_class` message, or raises TypeError.
+
+  Like monolith, any object with an `as_proto()` method is accepted (a
+  wrapper class need not derive from `wrapper_class`), as long as it returns
+  a `config_class` message.
+  """
   if isinstance(value, config_class):
     return value
-  raise TypeError("CombineAsSegment: {} must be {} or {} message, got {} "
-                  "{!r}".format(name, _with_article(wrapper_class.__name__),
-                                _with_article(config_class.__name__),
-                                type(value).__name__, value))
+  return _as_proto_of(
+      "CombineAsSegment", "{} must be {} or {} message".format(
+          name, _with_article(wrapper_class.__name__),
+          _with_article(config_class.__name__)), value, config_class)
 
 
 def CombineAsSegment(  # pylint: disable=invalid-name
@@ -1240,6 +1298,10 @@ def CombineAsSegment(  # pylint: disable=invalid-name
 ) -> embedding_hash_table_pb2.EntryConfig.Segment:
   """Combines the configs of one embedding segment.
 
+  As in monolith, any object whose `as_proto()` returns the right message
+  (e.g. an in-house wrapper class) can stand in for an initializer, optimizer
+  or compressor wrapper.
+
   Args:
     dim_size: Number of embedding dimensions of the segment, int32 >= 1.
     initializer: An `Initializer` or an `InitializerConfig`.
@@ -1250,7 +1312,8 @@ def CombineAsSegment(  # pylint: disable=invalid-name
     An `EntryConfig.Segment` with `dim_size` and the three configs.
 
   Raises:
-    TypeError: If an argument has the wrong type.
+    TypeError: If an argument has the wrong type, or its `as_proto()`
+      returns the wrong message type.
     ValueError: If `dim_size` is out of range.
 
   Example:
@@ -1462,17 +1525,38 @@ def config_from_pbtxt(
 _LearningRate = Union[float, tf.Tensor, Callable[[], tf.Tensor]]
 
 
+def _is_learning_rate(value: Any) -> bool:
+  """Whether `value` is a number, a tensor or a callable (not a bool)."""
+  if isinstance(value, (bool, np.bool_)):
+    return False
+  return (callable(value) or tf.is_tensor(value) or
+          isinstance(value, (numbers.Real, np.ndarray)))
+
+
 class HashTableConfigInstance:
   """A table config plus its segments' learning rates.
 
   Two instances describe the same table iff their `str()` are equal.
 
+  Attributes:
+    extra_restore_names: A plain list attribute, as in monolith, whose code
+      appends to it when a slot is renamed
+      (`config.extra_restore_names.append(old_name)`).
+
   Args:
     table_config: The `EmbeddingHashTableConfig`.
-    learning_rate_fns: One learning rate per segment: a number (or tensor),
-      or a no-argument callable such as
-      `learning_rate_functions.PolynomialDecay`.
-    extra_restore_names: Extra names to restore the table from; copied.
+    learning_rate_fns: A list (or tuple, stored as a list) with one learning
+      rate per segment: a number (or tensor), or a no-argument callable such
+      as `learning_rate_functions.PolynomialDecay`. A list is kept as is (not
+      copied), like monolith.
+    extra_restore_names: Extra names to restore the table from, a list or
+      tuple of str; copied into the `extra_restore_names` attribute.
+
+  Raises:
+    TypeError: If `table_config` is not an `EmbeddingHashTableConfig`,
+      `learning_rate_fns` is not a list or tuple, one of its items is neither
+      a number, a tensor nor a callable, or `extra_restore_names` is not a
+      list or tuple of str.
 
   Example:
 
@@ -1484,10 +1568,38 @@ class HashTableConfigInstance:
                table_config: embedding_hash_table_pb2.EmbeddingHashTableConfig,
                learning_rate_fns: List[_LearningRate],
                extra_restore_names: Optional[List[str]] = None):
+    owner = type(self).__name__
+    if not isinstance(table_config,
+                      embedding_hash_table_pb2.EmbeddingHashTableConfig):
+      raise TypeError("{}: table_config must be an EmbeddingHashTableConfig "
+                      "message, got {} {!r}".format(owner,
+                                                    type(table_config).__name__,
+                                                    table_config))
+    if isinstance(learning_rate_fns, tuple):
+      learning_rate_fns = list(learning_rate_fns)
+    if not isinstance(learning_rate_fns, list):
+      raise TypeError("{}: learning_rate_fns must be a list (or tuple) with "
+                      "one learning rate per segment, got {} {!r}".format(
+                          owner,
+                          type(learning_rate_fns).__name__, learning_rate_fns))
+    for index, fn in enumerate(learning_rate_fns):
+      if not _is_learning_rate(fn):
+        raise TypeError("{}: learning_rate_fns[{}] must be a number, a tensor "
+                        "or a no-argument callable, got {} {!r}".format(
+                            owner, index,
+                            type(fn).__name__, fn))
+    if extra_restore_names is None:
+      extra_restore_names = []
+    if not isinstance(extra_restore_names, (list, tuple)) or not all(
+        isinstance(name, str) for name in extra_restore_names):
+      raise TypeError("{}: extra_restore_names must be a list of str, got {} "
+                      "{!r}".format(owner,
+                                    type(extra_restore_names).__name__,
+                                    extra_restore_names))
     self._table_config = table_config
     self._learning_rate_fns = learning_rate_fns
     self._learning_rate_tensor = None
-    self._extra_restore_names = list(extra_restore_names or [])
+    self.extra_restore_names = list(extra_restore_names)
 
   def __str__(self) -> str:
     return "TableConfigPB: %s, LearningRateFns: [%s]" % (
@@ -1503,11 +1615,6 @@ class HashTableConfigInstance:
   def learning_rate_fns(self) -> List[_LearningRate]:
     """The learning rates, one per segment."""
     return self._learning_rate_fns
-
-  @property
-  def extra_restore_names(self) -> List[str]:
-    """A copy of the extra restore names."""
-    return list(self._extra_restore_names)
 
   @property
   def learning_rate_tensor(self) -> Optional[tf.Tensor]:
@@ -1531,12 +1638,13 @@ class HashTableConfigInstance:
   def call_learning_rate_fns(self) -> tf.Tensor:
     """Evaluates the learning rates as one float32 vector.
 
-    Under `tf.name_scope("learning_rate")`, callables are called and other
-    values are cast to float32. Works in graph mode, eagerly and inside
-    `tf.function`.
+    Under `tf.name_scope("learning_rate")`, callables are called, and their
+    results and the other values are cast to float32 (monolith does not cast
+    what a callable returns, so a float64 result fails there). Works in graph
+    mode, eagerly and inside `tf.function`.
 
     Returns:
-      `tf.stack` of the learning rates.
+      `tf.stack` of the learning rates, a float32 vector.
 
     Raises:
       ValueError: If `learning_rate_fns` is empty.
@@ -1544,7 +1652,7 @@ class HashTableConfigInstance:
     self._check_learning_rate_fns()
     with tf.name_scope("learning_rate"):
       learning_rates = [
-          fn() if callable(fn) else tf.cast(fn, dtype=tf.float32)
+          tf.cast(fn() if callable(fn) else fn, dtype=tf.float32)
           for fn in self._learning_rate_fns
       ]
       return tf.stack(learning_rates)

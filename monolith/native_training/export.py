@@ -48,10 +48,10 @@ ModelFn = Callable[[Callable[[str, tf.Tensor], tf.Tensor], Dict[str, Any]],
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def serving_table(table: hash_table_ops.HashTable,
-                  session: Optional[tf.compat.v1.Session] = None,
-                  name: Optional[str] = None
-                 ) -> hash_table_serving.ServingHashTable:
+def serving_table(
+    table: hash_table_ops.HashTable,
+    session: Optional[tf.compat.v1.Session] = None,
+    name: Optional[str] = None) -> hash_table_serving.ServingHashTable:
   """A SERVING-form snapshot of a trained table (expired entries dropped).
 
   Args:
@@ -71,6 +71,19 @@ def serving_table(table: hash_table_ops.HashTable,
       ids, weights = session.run([entries["ids"], entries["weights"]])
   return hash_table_serving.ServingHashTable(table.config.table_config, ids,
                                              weights, name or table.name)
+
+
+def snapshot_tensors(tables: Mapping[str, hash_table_ops.HashTable]):
+  """`{name: (ids, weights)}` tensors of each table's unexpired entries.
+
+  Build them in the training graph (before `graph.finalize()`) and pass
+  them to `export_saved_model_from_session(..., snapshots=...)`.
+  """
+  snapshots = {}
+  for name, table in tables.items():
+    entries = table.export_entries(drop_expired=True)
+    snapshots[name] = (entries["ids"], entries["weights"])
+  return snapshots
 
 
 def _check_names(tables: Mapping[str, Any], input_spec: Mapping[str, Spec]):
@@ -95,8 +108,7 @@ def _flat_specs(input_spec: Mapping[str, Spec]) -> Dict[str, tf.TensorSpec]:
   flat = {}
   for key, spec in input_spec.items():
     if isinstance(spec, tf.RaggedTensorSpec):
-      flat[key + "_values"] = tf.TensorSpec([None], spec.dtype,
-                                            key + "_values")
+      flat[key + "_values"] = tf.TensorSpec([None], spec.dtype, key + "_values")
       flat[key + "_row_splits"] = tf.TensorSpec([None], spec.row_splits_dtype,
                                                 key + "_row_splits")
     else:
@@ -110,8 +122,7 @@ def _features(input_spec: Mapping[str, Spec],
   for key, spec in input_spec.items():
     if isinstance(spec, tf.RaggedTensorSpec):
       features[key] = tf.RaggedTensor.from_row_splits(flat[key + "_values"],
-                                                      flat[key +
-                                                           "_row_splits"],
+                                                      flat[key + "_row_splits"],
                                                       validate=True)
     else:
       features[key] = flat[key]
@@ -214,7 +225,8 @@ def export_saved_model_from_session(session: tf.compat.v1.Session,
                                     model_fn: ModelFn,
                                     tables: Mapping[str,
                                                     hash_table_ops.HashTable],
-                                    input_spec: Mapping[str, Spec]) -> str:
+                                    input_spec: Mapping[str, Spec],
+                                    snapshots=None) -> str:
   """Writes a SavedModel of a TF1 model trained in `session`.
 
   `model_fn` is called again in a new graph, with SERVING-form tables; each
@@ -228,24 +240,37 @@ def export_saved_model_from_session(session: tf.compat.v1.Session,
     model_fn: `model_fn(lookup, features) -> {name: tensor}`.
     tables: Name -> trained `HashTable` of `session`'s graph.
     input_spec: Input name -> `tf.TensorSpec` / `tf.RaggedTensorSpec`.
+    snapshots: `snapshot_tensors(tables)` built in the training graph before
+      it was finalized (None: build them now).
 
   Returns:
     `export_dir`.
 
   Raises:
-    ValueError: bad names or specs, or a serving-graph variable with no
+    ValueError: bad names or specs, a finalized graph without `snapshots`,
+      or a serving-graph variable with no
       training variable of the same name and shape.
   """
   _check_names(tables, input_spec)
-  snapshots = {}
+  if snapshots is None:
+    if session.graph.finalized:
+      raise ValueError(
+          "export_saved_model_from_session: the session's graph is "
+          "finalized; build snapshots=export.snapshot_tensors(tables) "
+          "before finalizing it")
+    with session.graph.as_default():
+      snapshots = snapshot_tensors(tables)
+  missing = sorted(set(tables) - set(snapshots))
+  if missing:
+    raise ValueError("export_saved_model_from_session: snapshots lacks "
+                     f"tables {missing}")
+  values = session.run({name: snapshots[name] for name in tables})
+  snapshots = {
+      name: (table.config.table_config, *values[name])
+      for name, table in tables.items()
+  }
   with session.graph.as_default():
-    for name, table in tables.items():
-      entries = table.export_entries(drop_expired=True)
-      snapshots[name] = (table.config.table_config,
-                         *session.run([entries["ids"], entries["weights"]]))
-    trained = {
-        v.op.name: v for v in tf.compat.v1.global_variables()
-    }
+    trained = {v.op.name: v for v in tf.compat.v1.global_variables()}
   graph = tf.Graph()
   with graph.as_default():
     serving = {
@@ -256,8 +281,8 @@ def export_saved_model_from_session(session: tf.compat.v1.Session,
         key: tf.compat.v1.placeholder(spec.dtype, spec.shape, name=key)
         for key, spec in _flat_specs(input_spec).items()
     }
-    outputs = _as_dict(model_fn(_lookup_fn(serving), _features(input_spec,
-                                                              flat)))
+    outputs = _as_dict(
+        model_fn(_lookup_fn(serving), _features(input_spec, flat)))
     table_vars = set()
     for table in serving.values():
       table_vars.update(v.ref() for v in [table.ids] + table.codes)
@@ -284,10 +309,9 @@ def export_saved_model_from_session(session: tf.compat.v1.Session,
       for v in model_vars:
         v.load(values[v.op.name], sess)
       builder = tf.compat.v1.saved_model.Builder(export_dir)
-      builder.add_meta_graph_and_variables(
-          sess, [tf.saved_model.SERVING],
-          signature_def_map=signatures,
-          strip_default_attrs=True)
+      builder.add_meta_graph_and_variables(sess, [tf.saved_model.SERVING],
+                                           signature_def_map=signatures,
+                                           strip_default_attrs=True)
       builder.save()
   return export_dir
 

@@ -110,8 +110,9 @@ class SegmentCodec:
     return stored
 
 
-def codecs_from_config(config: embedding_hash_table_pb2.EmbeddingHashTableConfig
-                      ) -> List[SegmentCodec]:
+def codecs_from_config(
+    config: embedding_hash_table_pb2.EmbeddingHashTableConfig
+) -> List[SegmentCodec]:
   """The codecs of a table config's segments, in order."""
   codecs = []
   for seg in config.entry_config.segments:
@@ -219,7 +220,9 @@ class ServingHashTable(tf.Module):
 
   def _replace(self, ids: tf.Tensor, codes: Sequence[tf.Tensor]):
     ops = [self.ids.assign(ids, read_value=False)]
-    ops += [var.assign(c, read_value=False) for var, c in zip(self.codes, codes)]
+    ops += [
+        var.assign(c, read_value=False) for var, c in zip(self.codes, codes)
+    ]
     return tf.group(ops)
 
   @_do_not_convert
@@ -262,7 +265,8 @@ class ServingHashTable(tf.Module):
       return self._replace(*_sorted_kept(table_ids, codes, keep))
 
   @_do_not_convert
-  def load_entry_dumps(self, file_pattern,
+  def load_entry_dumps(self,
+                       file_pattern,
                        name: Optional[str] = None) -> tf.Operation:
     """Replaces the contents with monolith-format `EntryDump` shards.
 
@@ -323,8 +327,7 @@ def _decode_entry_dumps(records: tf.Tensor, dim: int):
   """ids `[n]` and the first `dim` nums `[n, dim]` of serialized EntryDumps."""
   _, (ids, nums) = tf.io.decode_proto(
       records,
-      "monolith.hash_table.EntryDump", ["id", "num"],
-      [tf.int64, tf.float32],
+      "monolith.hash_table.EntryDump", ["id", "num"], [tf.int64, tf.float32],
       descriptor_source=_descriptor_source().encode("latin-1"))
   ids = tf.reshape(ids[:, :1], [-1]) if ids.shape.rank == 2 else ids
   nums = tf.pad(nums, [[0, 0], [0, tf.maximum(dim - tf.shape(nums)[1], 0)]])
@@ -335,8 +338,7 @@ def _isin(values: tf.Tensor, candidates: tf.Tensor) -> tf.Tensor:
   """Whether each of `values` occurs in `candidates` (sort + searchsorted)."""
   sorted_c = tf.sort(candidates)
   pos = tf.searchsorted(sorted_c, values, side="left", out_type=tf.int64)
-  pos = tf.minimum(pos, tf.maximum(tf.size(sorted_c, out_type=tf.int64) - 1,
-                                   0))
+  pos = tf.minimum(pos, tf.maximum(tf.size(sorted_c, out_type=tf.int64) - 1, 0))
   padded = tf.concat([sorted_c, [_SENTINEL]], 0)
   return tf.equal(tf.gather(padded, pos), values)
 
@@ -377,8 +379,8 @@ def _encode_numpy(codec: SegmentCodec, part: np.ndarray) -> np.ndarray:
   if codec.member == "one_bit":
     positive = (np.float32(codec.amplitude) *
                 np.tanh(np.float32(codec.init_scale) * part)) > 0
-    return np.packbits(positive, axis=1, bitorder="little").reshape(
-        [-1, codec.width])
+    return np.packbits(positive, axis=1,
+                       bitorder="little").reshape([-1, codec.width])
   return part
 
 
@@ -386,7 +388,8 @@ def _sorted_with_sentinel(ids: np.ndarray, weights: np.ndarray):
   order = np.argsort(ids, kind="stable")
   ids = np.concatenate([ids[order], [_SENTINEL]])
   weights = np.concatenate(
-      [weights[order], np.zeros([1, weights.shape[1]], np.float32)])
+      [weights[order],
+       np.zeros([1, weights.shape[1]], np.float32)])
   return ids, weights
 
 

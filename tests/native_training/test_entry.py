@@ -2,6 +2,7 @@
 
 import inspect
 import re
+import warnings
 
 from absl.testing import parameterized
 import numpy as np
@@ -912,6 +913,140 @@ class CombineAsSegmentTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual([f.name for f, _ in segment.ListFields()],
                      ["init_config", "opt_config", "comp_config", "dim_size"])
 
+  def test_duck_typed_wrappers(self):
+    # monolith only calls as_proto(): in-house wrapper classes that do not
+    # derive from Initializer / Optimizer / Compressor work there.
+    init = entry.RandomUniformInitializer(-0.5, 0.5)
+    opt = entry.AdagradOptimizer(0.25)
+    comp = entry.Fp16Compressor()
+    segment = entry.CombineAsSegment(8, _Duck(init.as_proto()),
+                                     _Duck(opt.as_proto()),
+                                     _Duck(comp.as_proto()))
+    self.assertEqual(
+        segment.SerializeToString(),
+        entry.CombineAsSegment(8, init, opt, comp).SerializeToString())
+
+  @parameterized.named_parameters(
+      ("initializer", 1, lambda: entry.SgdOptimizer().as_proto(),
+       "initializer must be an Initializer or an InitializerConfig message",
+       "an OptimizerConfig, not an InitializerConfig"),
+      ("optimizer", 2, lambda: entry.ZerosInitializer().as_proto(),
+       "optimizer must be an Optimizer or an OptimizerConfig message",
+       "an InitializerConfig, not an OptimizerConfig"),
+      ("compressor", 3, lambda: entry.SgdOptimizer().as_proto(),
+       "compressor must be a Compressor or a FloatCompressorConfig message",
+       "an OptimizerConfig, not a FloatCompressorConfig"),
+      ("none", 2, lambda: None,
+       "optimizer must be an Optimizer or an OptimizerConfig message",
+       "None, not an OptimizerConfig"),
+      # A wrapper of the wrong kind, e.g. an optimizer as the compressor.
+      ("wrong_wrapper", 3, None,
+       "compressor must be a Compressor or a FloatCompressorConfig message",
+       "an OptimizerConfig, not a FloatCompressorConfig"),
+  )
+  def test_as_proto_of_the_wrong_message_type(self, position, config, wanted,
+                                              returned):
+    part = entry.SgdOptimizer(0.5) if config is None else _Duck(config())
+    args = [8] + list(_SEG_ARGS)
+    args[position] = part
+    with self.assertRaisesRegex(
+        TypeError,
+        "^" + re.escape("CombineAsSegment: {}, got {} {!r}, whose "
+                        "as_proto() returned {} message".format(
+                            wanted,
+                            type(part).__name__, part, returned)) + "$"):
+      entry.CombineAsSegment(*args)
+
+  def test_other_values_keep_their_message(self):
+    with self.assertRaisesRegex(
+        TypeError, "^" +
+        re.escape("CombineAsSegment: optimizer must be an Optimizer or an "
+                  "OptimizerConfig message, got int 3") + "$"):
+      entry.CombineAsSegment(8, entry.ZerosInitializer(), 3,
+                             entry.Fp16Compressor())
+
+
+class _Duck:
+  """An in-house wrapper: not derived from the bases, has as_proto()."""
+
+  def __init__(self, config):
+    self.config = config
+
+  def as_proto(self):
+    return self.config
+
+  def __repr__(self):
+    return "_Duck()"
+
+
+class StochasticRoundingDuckTypingTest(tf.test.TestCase):
+
+  def test_wraps_a_duck_typed_optimizer(self):
+    inner = entry.AdamOptimizer(0.5).as_proto()
+    wrapped = entry.StochasticRoundingFloat16OptimizerWrapper(_Duck(inner))
+    want = entry.StochasticRoundingFloat16OptimizerWrapper(
+        entry.AdamOptimizer(0.5)).as_proto()
+    self.assertEqual(wrapped.as_proto().SerializeToString(),
+                     want.SerializeToString())
+    # The duck's own message is not modified.
+    self.assertFalse(inner.HasField("stochastic_rounding_float16"))
+    segment = entry.CombineAsSegment(4, entry.ZerosInitializer(), wrapped,
+                                     entry.Fp16Compressor())
+    self.assertTrue(segment.opt_config.stochastic_rounding_float16)
+
+  def test_duck_typed_optimizer_of_the_wrong_message_type(self):
+    duck = _Duck(entry.Fp16Compressor().as_proto())
+    with self.assertRaisesRegex(
+        TypeError, "^" + re.escape(
+            "StochasticRoundingFloat16OptimizerWrapper: optimizer must be an "
+            "Optimizer, got _Duck _Duck(), whose as_proto() returned a "
+            "FloatCompressorConfig, not an OptimizerConfig message") + "$"):
+      entry.StochasticRoundingFloat16OptimizerWrapper(duck)
+
+
+class NumpyScalarTest(tf.test.TestCase):
+
+  def test_numpy_bools_are_emitted_as_python_bools(self):
+    # protobuf 4 (TensorFlow 2.15) reads a numpy.bool_ through __index__,
+    # which NumPy deprecates; the wrappers must hand it a Python bool.
+    set_values = {}
+
+    class _Recorder:
+
+      def SetInParent(self):  # pylint: disable=invalid-name
+        pass
+
+      def __setattr__(self, name, value):
+        set_values[name] = value
+
+    opt = entry.AdamOptimizer(use_beta1_warmup=np.bool_(True),
+                              use_nesterov=np.bool_(False),
+                              warmup_steps=np.int64(3),
+                              learning_rate=np.float32(0.5))
+    entry._convert_to_proto(opt, _Recorder())  # pylint: disable=protected-access
+    for name in ("use_beta1_warmup", "use_nesterov"):
+      self.assertIs(type(set_values[name]), bool, name)
+    self.assertIs(type(set_values["warmup_steps"]), int)
+    self.assertIs(type(set_values["learning_rate"]), float)
+
+  def test_numpy_scalars_give_no_warnings_and_the_same_bytes(self):
+    with warnings.catch_warnings():
+      warnings.simplefilter("error")
+      numpy_args = entry.DynamicWdAdagradOptimizer(
+          np.float64(0.5),
+          hessian_compression_times=np.int32(2),
+          decouple_weight_decay=np.bool_(False),
+          enable_dynamic_wd=np.bool_(True)).as_proto()
+      with self.assertRaisesRegex(TypeError, "learning_rate must be a number"):
+        entry.SgdOptimizer(np.bool_(True))
+    python_args = entry.DynamicWdAdagradOptimizer(
+        0.5,
+        hessian_compression_times=2,
+        decouple_weight_decay=False,
+        enable_dynamic_wd=True).as_proto()
+    self.assertEqual(numpy_args.SerializeToString(),
+                     python_args.SerializeToString())
+
 
 class HashTableConfigTest(tf.test.TestCase, parameterized.TestCase):
 
@@ -1047,6 +1182,13 @@ class FromProtoReprEqTest(tf.test.TestCase, parameterized.TestCase):
         "StochasticRoundingFloat16OptimizerWrapper(SgdOptimizer("
         "learning_rate=0.5))")
 
+  def test_optimizer_docstring_example(self):
+    opt = entry.Optimizer.from_proto(
+        entry.AdamOptimizer(learning_rate=0.01).as_proto())
+    example = "AdamOptimizer(learning_rate=0.01, beta1=0.9, beta2=0.99, "
+    self.assertStartsWith(repr(opt), example)
+    self.assertIn("opt  # " + example, entry.Optimizer.__doc__)
+
   def test_from_proto_reads_float32_values_as_short_decimals(self):
     rebuilt = entry.Optimizer.from_proto(entry.AdamOptimizer(0.1).as_proto())
     self.assertEqual(rebuilt.learning_rate, 0.1)
@@ -1113,7 +1255,7 @@ class FromProtoReprEqTest(tf.test.TestCase, parameterized.TestCase):
        lambda: entry.AdamOptimizer.from_proto(entry.SgdOptimizer().as_proto()),
        ValueError,
        "AdamOptimizer.from_proto: the config selects 'sgd', which is a "
-       "SgdOptimizer, not a AdamOptimizer"),
+       "SgdOptimizer, not an AdamOptimizer"),
       ("rounding_without_flag",
        lambda: entry.StochasticRoundingFloat16OptimizerWrapper.from_proto(
            entry.SgdOptimizer().as_proto()), ValueError,
@@ -1188,14 +1330,120 @@ class HashTableConfigInstanceTest(tf.test.TestCase, parameterized.TestCase):
     self.assertIs(instance.learning_rate_fns, fns)
     names.append("c")
     self.assertEqual(instance.extra_restore_names, ["a", "b"])
-    instance.extra_restore_names.append("d")
-    self.assertEqual(instance.extra_restore_names, ["a", "b"])
     self.assertEqual(
         entry.HashTableConfigInstance(table, fns).extra_restore_names, [])
     self.assertIsNone(instance.learning_rate_tensor)
     tensor = tf.constant([0.1])
     instance.set_learning_rate_tensor(tensor)
     self.assertIs(instance.learning_rate_tensor, tensor)
+
+  def test_extra_restore_names_is_a_plain_mutable_attribute(self):
+    # monolith's own code does `config.extra_restore_names.append(old_name)`.
+    names = ["a"]
+    instance = entry.HashTableConfigInstance(_pb.EmbeddingHashTableConfig(),
+                                             [0.1], names)
+    instance.extra_restore_names.append("b")
+    self.assertEqual(instance.extra_restore_names, ["a", "b"])
+    self.assertEqual(names, ["a"])  # The constructor copied the list.
+    instance.extra_restore_names = ["c"]
+    self.assertEqual(instance.extra_restore_names, ["c"])
+    default = entry.HashTableConfigInstance(_pb.EmbeddingHashTableConfig(),
+                                            [0.1])
+    default.extra_restore_names.append("d")
+    self.assertEqual(default.extra_restore_names, ["d"])
+    self.assertEqual(
+        entry.HashTableConfigInstance(_pb.EmbeddingHashTableConfig(),
+                                      [0.1]).extra_restore_names, [])
+    self.assertEqual(
+        entry.HashTableConfigInstance(_pb.EmbeddingHashTableConfig(), [0.1],
+                                      ("e",)).extra_restore_names, ["e"])
+
+  def test_tuple_of_learning_rates_is_stored_as_a_list(self):
+    decay = learning_rate_functions.PolynomialDecay(0.1, 10)
+    instance = entry.HashTableConfigInstance(_pb.EmbeddingHashTableConfig(),
+                                             (0.5, decay))
+    self.assertEqual(instance.learning_rate_fns, [0.5, decay])
+    self.assertEqual(
+        str(instance),
+        str(
+            entry.HashTableConfigInstance(_pb.EmbeddingHashTableConfig(),
+                                          [0.5, decay])))
+
+  @parameterized.named_parameters(
+      ("none_table", None, [0.1], None,
+       "table_config must be an EmbeddingHashTableConfig message, got "
+       "NoneType None"),
+      ("segment_as_table", _pb.EntryConfig.Segment(), [0.1], None,
+       "table_config must be an EmbeddingHashTableConfig message, got "
+       "Segment "),
+      ("rate_not_in_a_list", _pb.EmbeddingHashTableConfig(), 0.1, None,
+       "learning_rate_fns must be a list (or tuple) with one learning rate "
+       "per segment, got float 0.1"),
+      ("string_rates", _pb.EmbeddingHashTableConfig(), "0.1", None,
+       "learning_rate_fns must be a list (or tuple) with one learning rate "
+       "per segment, got str '0.1'"),
+      ("none_rates", _pb.EmbeddingHashTableConfig(), None, None,
+       "learning_rate_fns must be a list (or tuple) with one learning rate "
+       "per segment, got NoneType None"),
+      ("none_rate", _pb.EmbeddingHashTableConfig(), [0.1, None], None,
+       "learning_rate_fns[1] must be a number, a tensor or a no-argument "
+       "callable, got NoneType None"),
+      ("string_rate", _pb.EmbeddingHashTableConfig(), ["0.1"], None,
+       "learning_rate_fns[0] must be a number, a tensor or a no-argument "
+       "callable, got str '0.1'"),
+      ("bool_rate", _pb.EmbeddingHashTableConfig(), [True], None,
+       "learning_rate_fns[0] must be a number, a tensor or a no-argument "
+       "callable, got bool True"),
+      ("string_restore_names", _pb.EmbeddingHashTableConfig(), [0.1], "old",
+       "extra_restore_names must be a list of str, got str 'old'"),
+      ("int_restore_name", _pb.EmbeddingHashTableConfig(), [0.1], ["a", 1],
+       "extra_restore_names must be a list of str, got list ['a', 1]"),
+  )
+  def test_rejects_bad_arguments_at_construction(self, table, fns, names,
+                                                 message):
+    with self.assertRaisesRegex(
+        TypeError, "^" + re.escape("HashTableConfigInstance: " + message)):
+      entry.HashTableConfigInstance(table, fns, names)
+
+  @parameterized.named_parameters(("graph", "graph"), ("eager", "eager"),
+                                  ("tf_function", "function"))
+  def test_callable_results_are_cast_to_float32(self, mode):
+    # monolith stacks what callables return as is: a float64 result mixed
+    # with the float32 constants fails in Pack.
+    instance = entry.HashTableConfigInstance(_pb.EmbeddingHashTableConfig(), [
+        lambda: tf.constant(0.5, tf.float64), 0.25, lambda: np.float64(0.125),
+        lambda: tf.constant(2, tf.int32)
+    ])
+    if mode == "graph":
+      with tf.Graph().as_default():
+        rates = instance.call_learning_rate_fns()
+        self.assertEqual(rates.dtype, tf.float32)
+        with tf.compat.v1.Session() as sess:
+          values = sess.run(rates)
+    else:
+      call = instance.call_learning_rate_fns
+      rates = tf.function(call)() if mode == "function" else call()
+      self.assertEqual(rates.dtype, tf.float32)
+      values = rates.numpy()
+    self.assertAllClose(values, [0.5, 0.25, 0.125, 2.0])
+
+  @parameterized.named_parameters(
+      ("created_before_tracing", True),
+      ("created_after_tracing", False),
+  )
+  def test_tf_function_with_or_without_a_global_step(self, step_first):
+    self.assertIsNone(tf.compat.v1.train.get_global_step())
+    instance = _learning_rate_instance()
+    if step_first:
+      tf.compat.v1.train.get_or_create_global_step().assign(3)
+    compute = tf.function(instance.call_learning_rate_fns)
+    self.assertAllClose(compute(), [_decay_at(3 if step_first else 0), 0.5])
+    # The step the function created (or captured) is the global step.
+    step = tf.compat.v1.train.get_or_create_global_step()
+    step.assign(7)
+    self.assertAllClose(compute(), [_decay_at(7), 0.5])
+    self.assertAllClose(instance.call_learning_rate_fns(), [_decay_at(7), 0.5])
+    step.assign(0)
 
   @parameterized.named_parameters(
       ("stacked", "call_learning_rate_fns"),

@@ -83,10 +83,9 @@ def _pooled_model(lookup, features):
 
 class ServingEncodingTest(tf.test.TestCase, parameterized.TestCase):
 
-  @parameterized.named_parameters(("fp32", "fp32", 7), ("fp16", "fp16", 8),
-                                  ("fixed_r8", "fixed_r8", 17),
-                                  ("one_bit", "one_bit", 17),
-                                  ("one_bit_d1", "one_bit", 1))
+  @parameterized.named_parameters(
+      ("fp32", "fp32", 7), ("fp16", "fp16", 8), ("fixed_r8", "fixed_r8", 17),
+      ("one_bit", "one_bit", 17), ("one_bit_d1", "one_bit", 1))
   def test_lookup_decodes_like_the_reference(self, comp, dim):
     instance = _config([comp], [dim])
     rng = np.random.default_rng(dim)
@@ -103,7 +102,8 @@ class ServingEncodingTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_fixed_r8_examples_of_the_spec(self):
     codec = hash_table_serving.SegmentCodec(
-        "fixed_r8", entry.FixedR8Compressor(5.0).as_proto().fixed_r8, 1)
+        "fixed_r8",
+        entry.FixedR8Compressor(5.0).as_proto().fixed_r8, 1)
     got = codec.decode(codec.encode([[100.0], [3.5], [-100.0]])).numpy()
     self.assertAllEqual(got.ravel(), [4.9609375, 3.515625, -5.0])
     self.assertAllEqual(
@@ -141,8 +141,8 @@ class ServingEncodingTest(tf.test.TestCase, parameterized.TestCase):
 class ExportTest(tf.test.TestCase, parameterized.TestCase):
 
   def _trained_table(self, comps, dims, steps=3, **kwargs):
-    table = hash_table_ops.hash_table_from_config(_config(comps, dims,
-                                                          **kwargs))
+    table = hash_table_ops.hash_table_from_config(_config(
+        comps, dims, **kwargs))
     rng = np.random.default_rng(0)
     for step in range(steps):
       ids = rng.integers(0, 40, size=64)
@@ -150,8 +150,7 @@ class ExportTest(tf.test.TestCase, parameterized.TestCase):
       table.apply_gradients(ids, grads, step, enable_dedup=True)
     return table
 
-  @parameterized.named_parameters(("fp32", "fp32", 0.0),
-                                  ("fp16", "fp16", 2e-3),
+  @parameterized.named_parameters(("fp32", "fp32", 0.0), ("fp16", "fp16", 2e-3),
                                   ("fixed_r8", "fixed_r8", 2e-3 * 40),
                                   ("one_bit", "one_bit", None))
   def test_tf2_export_answers_like_training_without_monolith(self, comp, tol):
@@ -193,8 +192,7 @@ class ExportTest(tf.test.TestCase, parameterized.TestCase):
       emb = lookup("item", ids.values)
       pooled = embedding_combiners.ReduceSum().combine(ids, emb)
       kernel = tf.compat.v1.get_variable("dense/kernel", [6, 1])
-      return {"score": tf.matmul(tf.concat([pooled, features["x"]], 1),
-                                 kernel)}
+      return {"score": tf.matmul(tf.concat([pooled, features["x"]], 1), kernel)}
 
     values, splits = [1, 2, 3, 77], [0, 2, 3, 4]
     x = [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]
@@ -264,8 +262,8 @@ class ExportTest(tf.test.TestCase, parameterized.TestCase):
     self.assertGreater(int(unregistered[-1].split("=")[1]), 10)
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
     inputs = []
-    for name, value in (("ids_values", [1, 2, 3]), ("ids_row_splits",
-                                                     [0, 1, 3])):
+    for name, value in (("ids_values", [1, 2, 3]), ("ids_row_splits", [0, 1,
+                                                                       3])):
       path = os.path.join(self.get_temp_dir(), name + ".npy")
       np.save(path, np.array(value, np.int64))
       inputs.append(f"{name}={path}")
@@ -313,8 +311,8 @@ class ExportTest(tf.test.TestCase, parameterized.TestCase):
     with self.assertRaises(tf.errors.InvalidArgumentError):
       serve(ids_values=tf.constant([5, 6], tf.int64),
             ids_row_splits=tf.constant([0, 3], tf.int64))
-    with self.assertRaises((TypeError, ValueError,
-                            tf.errors.InvalidArgumentError)):
+    with self.assertRaises(
+        (TypeError, ValueError, tf.errors.InvalidArgumentError)):
       serve(ids_values=tf.constant([5.0]),
             ids_row_splits=tf.constant([0, 1], tf.int64))
 

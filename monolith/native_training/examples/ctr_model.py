@@ -51,6 +51,84 @@ def _combiner(spec, hist_len):
   return embedding_combiners.FirstN(hist_len)
 
 
+def table_key(index: int) -> str:
+  """The name of table `index` in `model_fn`'s `lookup` calls."""
+  return "table_{}".format(index)
+
+
+def input_spec(specs) -> Dict[str, tf.RaggedTensorSpec]:
+  """The exported model's inputs: one ragged int64 id tensor per slot."""
+  return {slot: tf.RaggedTensorSpec([None, None], tf.int64, 1) for slot in specs}
+
+
+def model_fn(args, specs, group_slots: List[List[str]]):
+  """The click model as `fn(lookup, features) -> {"logit", "prob"}`.
+
+  The same function builds the training graph (`lookup` reads the training
+  tables) and the exported serving graph (`export.export_saved_model_*`).
+
+  Args:
+    args: parsed flags (id_dim, hist_len, hidden_units, seed).
+    specs: OrderedDict slot name -> click_log.SlotSpec (see `build_model`).
+    group_slots: the slots of each table, in table order.
+
+  Returns:
+    `fn(lookup, features)`: `lookup(table_key(i), ids)` gives table i's rows,
+    `features` maps each slot to a `tf.RaggedTensor` of ids.
+  """
+  history = [s for s, spec in specs.items() if spec.combiner == "FirstN"][0]
+
+  def forward(lookup, ragged):
+    # One lookup per table: its slots' ids de-duplicated, looked up once.
+    pooled = {}
+    for index, slots in enumerate(group_slots):
+      with tf.name_scope("table_{}".format(index)):
+        all_ids = tf.concat([ragged[s].values for s in slots], axis=0)
+        unique_ids, position = tf.unique(all_ids, out_idx=tf.int64)
+        rows = lookup(table_key(index), unique_ids)
+        offset = 0
+        for slot in slots:
+          count = tf.size(ragged[slot].values, out_type=tf.int64)
+          embedding = tf.gather(rows, position[offset:offset + count])
+          offset += count
+          pooled[slot] = _combiner(specs[slot], args.hist_len).combine(
+              ragged[slot], embedding)
+
+    # Candidate x history attention, as in monolith's DIN-style models.
+    item_vec = pooled["item_id"][:, 1:]
+    hist_vec = pooled[history][:, :, 1:]
+    mask = tf.sequence_mask(
+        tf.minimum(ragged[history].row_lengths(), args.hist_len), args.hist_len)
+    scores = tf.einsum("bd,bnd->bn", item_vec, hist_vec) / math.sqrt(
+        args.id_dim)
+    scores = tf.where(mask, scores, tf.fill(tf.shape(scores), -1e9))
+    weights = tf.nn.softmax(scores) * tf.cast(mask, tf.float32)
+    interest = tf.einsum("bn,bnd->bd", weights, hist_vec)
+    features = [item_vec, interest, item_vec * interest]
+    bias = 0.0
+    sides = {"user": [], "item": []}
+    for slot, spec in specs.items():
+      if slot == history:
+        continue
+      if spec.kind == "id":
+        bias += pooled[slot][:, 0]
+        if slot != "item_id":  # e.g. user_id: its vector and its match.
+          features += [pooled[slot][:, 1:], pooled[slot][:, 1:] * item_vec]
+      else:
+        features.append(pooled[slot])
+        sides[spec.side].append(pooled[slot])
+    if sides["user"] and sides["item"]:
+      features.append(tf.add_n(sides["user"]) * tf.add_n(sides["item"]))
+    features = tf.concat(features, axis=1)
+    hidden = tf.nn.relu(_dense(features, args.hidden_units, "dnn1", args.seed))
+    hidden = tf.nn.relu(
+        _dense(hidden, max(1, args.hidden_units // 2), "dnn2", args.seed + 1))
+    logit = _dense(hidden, 1, "logit", args.seed + 2)[:, 0] + bias
+    return {"logit": logit, "prob": tf.sigmoid(logit)}
+
+  return forward
+
+
 def build_model(args, specs, groups: List[Tuple[Any,
                                                 List[str]]]) -> Dict[str, Any]:
   """Builds the tables and the training graph in the current default graph.
@@ -83,7 +161,7 @@ def build_model(args, specs, groups: List[Tuple[Any,
   history = history[0]
   global_step = tf.compat.v1.train.get_or_create_global_step()
   step_now = global_step.read_value()
-  out = {"tables": [], "learning_rates": [], "evict_ops": [], "evicted": []}
+  out = {"learning_rates": [], "evict_ops": [], "evicted": []}
   ragged = {}
   for slot in specs:
     values = tf.compat.v1.placeholder(tf.int64, [None], slot + "/values")
@@ -96,55 +174,21 @@ def build_model(args, specs, groups: List[Tuple[Any,
   req_time = tf.compat.v1.placeholder(tf.int64, [], "req_time")
   out["labels"], out["req_time"] = labels, req_time
 
-  # One table per group: its slots' ids de-duplicated, looked up once.
-  pooled, lookups = {}, []
-  for index, (instance, slots) in enumerate(groups):
-    # Outside the name scope below: variables MonolithHashTable_<index>/...
-    table = hash_table_ops.hash_table_from_config(
+  tables = {}
+  for index, (instance, _) in enumerate(groups):
+    # Variables MonolithHashTable_<index>/...
+    tables[table_key(index)] = hash_table_ops.hash_table_from_config(
         instance, name_suffix="_{}".format(index), seed=args.seed + index)
-    with tf.name_scope("table_{}".format(index)):
-      all_ids = tf.concat([ragged[s].values for s in slots], axis=0)
-      unique_ids, position = tf.unique(all_ids, out_idx=tf.int64)
-      rows = table.lookup(unique_ids)
-      lookups.append((table, unique_ids, rows))
-      offset = 0
-      for slot in slots:
-        count = tf.size(ragged[slot].values, out_type=tf.int64)
-        embedding = tf.gather(rows, position[offset:offset + count])
-        offset += count
-        pooled[slot] = _combiner(specs[slot],
-                                 args.hist_len).combine(ragged[slot], embedding)
-    out["tables"].append(table)
+  out["tables"] = list(tables.values())
+  lookups = []
 
-  # Candidate x history attention, as in monolith's DIN-style models.
-  item_vec = pooled["item_id"][:, 1:]
-  hist_vec = pooled[history][:, :, 1:]
-  mask = tf.sequence_mask(
-      tf.minimum(ragged[history].row_lengths(), args.hist_len), args.hist_len)
-  scores = tf.einsum("bd,bnd->bn", item_vec, hist_vec) / math.sqrt(args.id_dim)
-  scores = tf.where(mask, scores, tf.fill(tf.shape(scores), -1e9))
-  weights = tf.nn.softmax(scores) * tf.cast(mask, tf.float32)
-  interest = tf.einsum("bn,bnd->bd", weights, hist_vec)
-  features = [item_vec, interest, item_vec * interest]
-  bias = 0.0
-  sides = {"user": [], "item": []}
-  for slot, spec in specs.items():
-    if slot == history:
-      continue
-    if spec.kind == "id":
-      bias += pooled[slot][:, 0]
-      if slot != "item_id":  # e.g. user_id: its vector and its match.
-        features += [pooled[slot][:, 1:], pooled[slot][:, 1:] * item_vec]
-    else:
-      features.append(pooled[slot])
-      sides[spec.side].append(pooled[slot])
-  if sides["user"] and sides["item"]:
-    features.append(tf.add_n(sides["user"]) * tf.add_n(sides["item"]))
-  features = tf.concat(features, axis=1)
-  hidden = tf.nn.relu(_dense(features, args.hidden_units, "dnn1", args.seed))
-  hidden = tf.nn.relu(
-      _dense(hidden, max(1, args.hidden_units // 2), "dnn2", args.seed + 1))
-  logit = _dense(hidden, 1, "logit", args.seed + 2)[:, 0] + bias
+  def lookup(name, ids):
+    rows = tables[name].lookup(ids)
+    lookups.append((tables[name], ids, rows))
+    return rows
+
+  forward = model_fn(args, specs, [slots for _, slots in groups])
+  logit = forward(lookup, ragged)["logit"]
   loss = tf.reduce_mean(
       tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logit))
   out["loss"], out["prob"] = loss, tf.sigmoid(logit)

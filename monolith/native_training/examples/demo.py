@@ -57,6 +57,7 @@ import argparse
 import collections
 import json
 import math
+import subprocess
 import sys
 import tempfile
 import time
@@ -67,6 +68,7 @@ from google.protobuf import text_format
 
 import monolith
 from monolith.native_training import entry
+from monolith.native_training import export
 from monolith.native_training import learning_rate_functions
 from monolith.native_training.examples import click_log
 from monolith.native_training.examples import ctr_model
@@ -244,6 +246,12 @@ def build_parser():
       metavar="DIR",
       help="folder for the checkpoint (dense variables and hash tables), "
       "written at the end of training; must not hold one unless --resume")
+  add("--export_dir",
+      default=None,
+      metavar="DIR",
+      help="after training, export the model (tables in SERVING form) as a "
+      "SavedModel to DIR (must not exist), reload it in a fresh process "
+      "that cannot import monolith and print its held-out AUC")
   add("--resume",
       action="store_true",
       help="continue from the latest checkpoint in --model_dir, up to "
@@ -689,6 +697,12 @@ def main(argv=None):
     # in the graph's collections: a plain Saver checkpoints them with the
     # DNN, Adam's slots, the global step and the eviction counts.
     saver = tf.compat.v1.train.Saver(max_to_keep=2)
+    if args.export_dir:
+      tables = {
+          ctr_model.table_key(i): table
+          for i, table in enumerate(model["tables"])
+      }
+      snapshots = export.snapshot_tensors(tables)
   graph.finalize()
 
   first_step = 1
@@ -722,6 +736,14 @@ def main(argv=None):
         model["learning_rates"], model["current_sizes"], model["evicted_total"]
     ])
     heldout_prob = ctr_model.predict(sess, model, heldout)
+    if args.export_dir:
+      export.export_saved_model_from_session(
+          sess,
+          args.export_dir,
+          ctr_model.model_fn(args, specs, [slots for _, slots in groups]),
+          tables,
+          ctr_model.input_spec(specs),
+          snapshots=snapshots)
 
   for index, rates in enumerate(learning_rates):
     print("  table {}: {:,} rows, learning rates after {} steps: {}".format(
@@ -752,6 +774,37 @@ def main(argv=None):
     verdict = "not above 0.5: train longer, e.g. --steps {}".format(
         max(400, 2 * args.steps))
   print("held-out AUC: {:.3f} ({})".format(heldout_auc, verdict))
+  if args.export_dir:
+    return _check_export(args.export_dir, heldout, heldout_auc)
+  return 0
+
+
+def _check_export(export_dir, heldout, heldout_auc):
+  """Scores `heldout` with the SavedModel in a process without monolith."""
+  arrays = {"labels": heldout.labels}
+  for slot, column in heldout.slots.items():
+    arrays[slot + "_values"] = column.values
+    arrays[slot + "_row_splits"] = column.row_splits
+  data = os.path.join(export_dir, "heldout_examples.npz")
+  np.savez(data, **arrays)
+  script = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                        "serve_heldout.py")
+  result = subprocess.run(
+      [sys.executable, script, "--saved_model", export_dir, "--examples", data],
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      universal_newlines=True,
+      check=False)
+  os.remove(data)
+  if result.returncode != 0:
+    print("the exported model failed to serve:\n" + result.stderr[-3000:],
+          file=sys.stderr)
+    return 1
+  served = json.loads(result.stdout.strip().splitlines()[-1])
+  print("exported the model to {} (tables in SERVING form)".format(export_dir))
+  print("held-out AUC of the exported model, served by TensorFlow alone "
+        "(monolith importable: {}): {:.3f} (training graph: {:.3f})".format(
+            served["monolith_importable"], served["auc"], heldout_auc))
   return 0
 
 

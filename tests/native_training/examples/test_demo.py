@@ -32,7 +32,7 @@ FLAGS = [
     "--data", "--data_dir", "--steps", "--batch_size", "--num_examples",
     "--heldout_fraction", "--id_dim", "--tag_dim", "--hist_len", "--table_size",
     "--hidden_units", "--embedding_lr", "--dense_lr", "--seed", "--output_dir",
-    "--model_dir", "--resume", "--log_every"
+    "--model_dir", "--export_dir", "--resume", "--log_every"
 ]
 SLOTS = ["item_id", "item_cats", "user_hist", "user_tags"]
 AUC_LINE = re.compile(r"^held-out AUC: (\d\.\d{3}) \((.*)\)$", re.MULTILINE)
@@ -236,6 +236,32 @@ def test_movielens_fixture_trains(capsys, tmp_path):
   assert match and float(match.group(1)) > 0.6, out
   assert sorted(os.listdir(tmp_path / "cfg")) == sorted(
       s + ".pbtxt" for s in movielens.MOVIELENS_SLOTS)
+
+
+EXPORT_LINE = re.compile(
+    r"^held-out AUC of the exported model, served by TensorFlow alone "
+    r"\(monolith importable: (\w+)\): (\d\.\d{3}) \(training graph: "
+    r"(\d\.\d{3})\)$", re.MULTILINE)
+
+
+def test_export_serves_the_same_auc_without_monolith(capsys, tmp_path):
+  export_dir = str(tmp_path / "saved_model")
+  code, out, err = _main(capsys, "--steps", "40", "--batch_size", "256",
+                         "--num_examples", "19200", "--id_dim", "8",
+                         "--tag_dim", "4", "--log_every", "40", "--output_dir",
+                         str(tmp_path / "cfg"), "--export_dir", export_dir)
+  assert code == 0, out + err
+  match = EXPORT_LINE.search(out)
+  assert match, out
+  assert match.group(1) == "False"  # The serving process had no monolith.
+  served, trained = float(match.group(2)), float(match.group(3))
+  assert trained == float(AUC_LINE.search(out).group(1))
+  # fp16 and fixed_r8 segments are served compressed: AUC within 0.01.
+  assert abs(served - trained) <= 0.01, out
+  assert os.path.isfile(os.path.join(export_dir, "saved_model.pb"))
+  loaded = tf.saved_model.load(export_dir)
+  assert {"serving_default", "update_table_0",
+          "load_table_1"} <= set(loaded.signatures)
 
 
 def test_bad_data_file_is_reported_with_file_and_line(capsys, tmp_path):
