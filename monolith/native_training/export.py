@@ -23,6 +23,9 @@ input `x` becomes `x_values` and `x_row_splits` (validated: mismatched row
 splits give an InvalidArgument error); dense inputs keep their name.
 
 * `serving_default`: `model_fn`'s outputs.
+* (TF2 export only) `loaded.predict(features)`: the same, as a function of
+  the original inputs (`tf.RaggedTensor`s), for Python users of
+  `tf.saved_model.load`.
 * `update_<table>(ids, values)`: upsert float32 rows into a table in place.
 * `remove_<table>(ids)`: delete ids.
 * `load_<table>(file_pattern)`: replace a table with monolith-format
@@ -180,7 +183,13 @@ def export_saved_model(export_dir: str,
   def serve(inputs):
     return _as_dict(model_fn(lookup, _features(input_spec, inputs)))
 
+  @tf.function(input_signature=[dict(input_spec)])
+  def predict(features):
+    return _as_dict(model_fn(lookup, dict(features)))
+
   module.serve = serve
+  # For Python users of tf.saved_model.load: takes the RaggedTensors.
+  module.predict = predict
   signatures = {"serving_default": serve.get_concrete_function()}
   for name, table in module.tables.items():
     signatures.update(_table_signatures(name, table))

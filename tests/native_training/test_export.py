@@ -168,6 +168,9 @@ class ExportTest(tf.test.TestCase, parameterized.TestCase):
         out = model.signatures["serving_default"](
             ids_values=tf.constant({values}, tf.int64),
             ids_row_splits=tf.constant({splits}, tf.int64))
+        ragged = model.predict({{"ids": tf.RaggedTensor.from_row_splits(
+            tf.constant({values}, tf.int64), tf.constant({splits}, tf.int64))}})
+        assert (ragged["pooled"].numpy() == out["pooled"].numpy()).all()
         print(json.dumps(out["pooled"].numpy().tolist()))
         """))
     ids = tf.RaggedTensor.from_row_splits(values, splits)
