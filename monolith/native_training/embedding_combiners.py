@@ -16,13 +16,38 @@ Every combiner returns exactly `key.nrows()` rows; empty rows (trailing ones
 too) give zeros, never NaN. float16/bfloat16 embeddings are accumulated in
 float32 and cast back. Gradients w.r.t. `embedding` are exact.
 
-Formulations and TF ops. Three contexts are told apart when the graph is
-built: plain CPU (no GPU visible), GPU visible, and XLA compilation
-(`tf.function(jit_compile=True)`, detected by
-`monolith.native_training._tf_compat.in_xla_context`). No formulation uses an
-op without a kernel on the device it targets: `SegmentSum`,
-`RaggedTensorToTensor` and `RaggedTensorToSparse` have no XLA kernel, the two
-ragged ones no GPU kernel either.
+Choosing the formulation. Each `combine` call builds one of three
+formulations, decided while the graph is built, without starting the
+TensorFlow runtime (so `tf.config.threading` etc. still work afterwards):
+
+* XLA: when the graph is compiled by XLA now (`tf.function(jit_compile=True)`,
+  detected by `monolith.native_training._tf_compat.xla_context_state`); also
+  the *portable* formulation: with `portable=True` on the combiner, inside
+  `with portable_formulation():`, on devices other than CPU and GPU, and
+  when TensorFlow's private XLA-context helper is missing (cannot tell).
+  Only ops with CPU, GPU and XLA kernels, so the graph compiles under XLA
+  wherever and whenever it runs.
+* CPU: when the combiner's ops are placed on a CPU (`tf.device("/CPU:0")`
+  while `combine` is called, even on a machine with GPUs), or not placed and
+  no GPU is visible (`tf.config.get_visible_devices`).
+* GPU: when placed on a GPU, or not placed and a GPU is visible.
+
+The fastest CPU kernels (`SegmentSum`, `SegmentMean`, `RaggedTensorToTensor`,
+`RaggedTensorToSparse`) have no XLA kernel, the two ragged ones no GPU kernel
+either. So a graph traced outside XLA -- a `tf.function` traced first on its
+own, a SavedModel exported on a CPU machine -- does not compile when it is
+later called inside `tf.function(jit_compile=True)` ("Detected unsupported
+operations ... RaggedTensorToSparse"), unless its combiners were built
+portable.
+
+Run-time checks: when static shapes cannot show whether the embedding (and
+weights) have one row per id, an `Assert` checks it at run time -- except
+under XLA, which drops asserts: there a wrong row count gives a silently
+wrong result (static checks still raise). Portable graphs keep the asserts
+(they check outside XLA; XLA ignores them, logging "Ignoring Assert
+operator").
+
+Formulations and TF ops:
 
 * Row id / position of every id (never `RaggedTensor.value_rowids()`, which
   builds a `[nrows, longest row]` mask -- milliseconds on skewed batches):
@@ -31,27 +56,33 @@ ragged ones no GPU kernel either.
   - GPU, XLA: `UnsortedSegmentSum` of ones at `row_splits[1:-1]` + `Cumsum`
     (a cumulative histogram of the row boundaries); positions
     `Range - GatherV2(row_splits, row_ids)`.
-* `ReduceSum`:
-  - CPU: two `SegmentSum`s over the two halves of the rows (the CPU kernel is
-    single-threaded; the halves run in parallel on the inter-op pool), each
-    `Pad`ded for trailing empty rows, `ConcatV2`; leading-dim `StridedSlice`s
-    of the embedding (no copy). Custom gradient: one `GatherV2` of the output
-    gradient at the row ids.
-  - GPU: one `SegmentSum` + `Pad`; gradient `GatherV2` + `Slice`
-    (TensorFlow's own).
-  - XLA: `UnsortedSegmentSum(num_segments=nrows)` with a custom `GatherV2`
-    gradient (the built-in one adds a `Select` and a zero fill over the whole
-    embedding).
-* `ReduceMean`, `ReduceSqrtN`: as `ReduceSum`, then `Mul` by
-  `1 / max(row length, 1)` resp. its square root (`Sub`, `Cast`, `Maximum`,
-  `Reciprocal` / `Rsqrt`).
-* `weights`: `Mul` of the embedding by the weights, the (squared) weights summed
-  per row as above, `Sqrt`, `DivNoNan`.
+* `ReduceSum`, `ReduceMean`, `ReduceSqrtN` (one custom gradient each: one
+  `GatherV2` of the output gradient at the row ids, after a `RealDiv` by the
+  row divisor `max(row length, 1)` resp. its `Sqrt` for the mean / sqrt-n):
+  - CPU: one sorted-segment kernel, `Pad`ded for trailing empty rows:
+    `SegmentSum`; `SegmentMean`, which divides as it reduces, so the mean
+    costs no more than the sum; for the sqrt-n `SegmentSum`, then a `Mul` of
+    the `[nrows, dim]` sums by `Rsqrt(max(row length, 1))` (cheaper than
+    `SparseSegmentSqrtN`, which is slower than `SegmentSum` by more than
+    that).
+  - GPU: `SegmentSum` + `Pad`, then `RealDiv` by the row divisor.
+  - XLA: `UnsortedSegmentSum(num_segments=nrows)`, then `RealDiv`.
+  A 0-row batch: TF 2.21's Grappler turns a `Mul` by an all-ones constant
+  into a `Tile` and divides by zero (SIGFPE) computing the multiples when
+  the other operand is a non-constant `[0, 1]` factor -- the pattern that
+  `dy * factor` hands it in a gradient when the loss is a sum or mean (`dy`
+  folds into a constant of ones). So gradients divide by the row divisor
+  (`RealDiv` is never rewritten that way), and the only per-row `Mul` is the
+  CPU sqrt-n's forward one, whose other operand (the sums) is never
+  constant.
+* `weights`: `Mul` of the embedding by the weights, summed per row as above,
+  the (squared) weights summed per row, `Sqrt`, `DivNoNan`.
 * `FirstN`:
   - CPU: `RaggedTensorToTensor` (shape `[nrows, n, dim]`, truncating); custom
     gradient: `GatherV2` of the output gradient at `row_id * n + position`,
-    where ids at position >= n gather an appended zero row (`ConcatV2`), under
-    a `Cond` that skips the concat when no row is longer than n (`Max`).
+    where ids at position >= n gather an appended zero row (`ConcatV2`),
+    skipped when no row is longer than n (`Max`): a `Cond` in functions, a
+    `Switch` / `Merge` in TF1 graphs (a `Cond` would start the runtime).
   - XLA with a static, non-zero number of ids: `GatherV2` at
     `row_start + k` + `SelectV2` zeroing `k >= row length` (fused by XLA).
   - GPU, other XLA: `UnsortedSegmentSum` into `[nrows * n + 1, dim]` (ids at
@@ -59,14 +90,14 @@ ragged ones no GPU kernel either.
     the same gather gradient (always with the zero row).
   Memory is O(nrows * n * dim + num_ids) in every formulation.
 * Half types (float16, bfloat16): `Cast` to float32 around the sums.
-* A runtime `Assert` that the embedding (and weights) have one row per id when
-  static shapes cannot show it (skipped under XLA, which ignores asserts), with
-  `Identity` ops carrying the control dependency.
+* The run-time `Assert`s (raw `Assert` ops: `tf.debugging.Assert` would add a
+  `Cond`), with `Identity` ops carrying the control dependency.
 """
 
 import abc
-import functools
-from typing import Optional, Tuple, Union
+import contextlib
+import threading
+from typing import NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
@@ -128,9 +159,16 @@ class _PoolingCombiner(Combiner):
   """Shared implementation of the reducing combiners."""
 
   _NAME = ""
+  _REDUCTION = ""
 
-  def __init__(self):
+  def __init__(self, portable: bool = False):
     super().__init__(0)
+    self._portable = _check_portable(portable, self._NAME)
+
+  @property
+  def portable(self) -> bool:
+    """Whether this combiner always builds the portable formulation."""
+    return self._portable
 
   @_do_not_convert
   def combine(
@@ -160,31 +198,38 @@ class _PoolingCombiner(Combiner):
       ValueError: `key.ragged_rank != 1`, `embedding` is not rank 2, or static
         shapes show that `embedding` / `weights` do not have one row per id.
       tf.errors.InvalidArgumentError: (at run time) the same mismatches when
-        static shapes cannot show them.
+        static shapes cannot show them -- except under XLA, which drops
+        run-time checks: there a wrong row count gives a silently wrong
+        result.
     """
     with tf.name_scope(name or self._NAME):
-      p = _prepare(key, embedding, self._NAME)
+      p = _prepare(key, embedding, self._NAME, self._portable)
       compute_dtype = tf.float32 if p.embedding.dtype in _HALF_TYPES else (
           p.embedding.dtype)
       values = tf.cast(p.embedding, compute_dtype)
-      w = None
-      if weights is not None:
-        w = _prepare_weights(weights, key, p, compute_dtype, self._NAME)
-        values = values * w[:, None]
       row_ids = _row_ids(p)
-      summed = _segment_sum(values, row_ids, p)
-      out = self._finish(summed, w, row_ids, p, compute_dtype)
+      if weights is None:
+        out = _pool(values, row_ids, p, self._REDUCTION)
+      else:
+        w = _prepare_weights(weights, key, p, compute_dtype, self._NAME)
+        summed = _pool(values * w[:, None], row_ids, p, "sum")
+        out = self._weighted(summed, w, row_ids, p)
       out = tf.cast(out, p.embedding.dtype)
       if not tf.executing_eagerly():
         out.set_shape([p.static_nrows, p.static_dim])
       return out
 
-  def _finish(self, summed, w, row_ids, p, compute_dtype):
+  def _weighted(self, summed, w, row_ids, p):
     raise NotImplementedError
 
 
 class ReduceSum(_PoolingCombiner):
   """Sums the embeddings of each row (0 for empty rows).
+
+  Args:
+    portable: build the portable formulation (ops with CPU, GPU and XLA
+      kernels) wherever `combine` is called, for graphs that may be compiled
+      by XLA later (see the module docstring).
 
   Example:
 
@@ -195,8 +240,9 @@ class ReduceSum(_PoolingCombiner):
   """
 
   _NAME = "ReduceSum"
+  _REDUCTION = "sum"
 
-  def _finish(self, summed, w, row_ids, p, compute_dtype):
+  def _weighted(self, summed, w, row_ids, p):
     return summed
 
 
@@ -206,6 +252,9 @@ class ReduceMean(_PoolingCombiner):
   With `weights`, computes `sum(w * e) / sum(w)` per row (0 where
   `sum(w) == 0`).
 
+  Args:
+    portable: as for `ReduceSum`.
+
   Example:
 
     key = tf.RaggedTensor.from_row_lengths([1, 2, 3], [1, 2, 0])
@@ -213,12 +262,9 @@ class ReduceMean(_PoolingCombiner):
   """
 
   _NAME = "ReduceMean"
+  _REDUCTION = "mean"
 
-  def _finish(self, summed, w, row_ids, p, compute_dtype):
-    if w is None:
-      lengths = tf.cast(_row_lengths(p), compute_dtype)
-      scale = tf.math.reciprocal(tf.maximum(lengths, 1))
-      return summed * scale[:, None]
+  def _weighted(self, summed, w, row_ids, p):
     denom = _sum_per_row(w, row_ids, p)
     return tf.math.divide_no_nan(summed, denom[:, None])
 
@@ -230,6 +276,9 @@ class ReduceSqrtN(_PoolingCombiner):
   per row (0 where `sum(w**2) == 0`), like `tf.nn.embedding_lookup_sparse`'s
   `combiner="sqrtn"`.
 
+  Args:
+    portable: as for `ReduceSum`.
+
   Example:
 
     key = tf.RaggedTensor.from_row_lengths([1, 2, 3, 4], [0, 4])
@@ -237,12 +286,9 @@ class ReduceSqrtN(_PoolingCombiner):
   """
 
   _NAME = "ReduceSqrtN"
+  _REDUCTION = "sqrtn"
 
-  def _finish(self, summed, w, row_ids, p, compute_dtype):
-    if w is None:
-      lengths = tf.cast(_row_lengths(p), compute_dtype)
-      scale = tf.math.rsqrt(tf.maximum(lengths, 1))
-      return summed * scale[:, None]
+  def _weighted(self, summed, w, row_ids, p):
     denom = tf.sqrt(_sum_per_row(w * w, row_ids, p))
     return tf.math.divide_no_nan(summed, denom[:, None])
 
@@ -254,9 +300,11 @@ class FirstN(Combiner):
 
   Args:
     seq_length: number of embeddings kept per row, a positive int.
+    portable: as for `ReduceSum`.
 
   Raises:
     ValueError: `seq_length` is not a positive int.
+    TypeError: `portable` is not a bool.
 
   Example:
 
@@ -267,12 +315,18 @@ class FirstN(Combiner):
     out, lengths = FirstN(2).combine_with_lengths(key, emb)  # lengths [1, 2, 2]
   """
 
-  def __init__(self, seq_length: int):
+  def __init__(self, seq_length: int, portable: bool = False):
     if (isinstance(seq_length, (bool, np.bool_)) or
         not isinstance(seq_length, (int, np.integer)) or seq_length <= 0):
       raise ValueError(
           f"FirstN: seq_length must be a positive int, got {seq_length!r}")
     super().__init__(int(seq_length))
+    self._portable = _check_portable(portable, "FirstN")
+
+  @property
+  def portable(self) -> bool:
+    """Whether this combiner always builds the portable formulation."""
+    return self._portable
 
   @_do_not_convert
   def combine(self,
@@ -298,7 +352,9 @@ class FirstN(Combiner):
       ValueError: `key.ragged_rank != 1`, `embedding` is not rank 2, or static
         shapes show that `embedding` does not have one row per id.
       tf.errors.InvalidArgumentError: (at run time) the same mismatch when
-        static shapes cannot show it.
+        static shapes cannot show it -- except under XLA, which drops
+        run-time checks: there a wrong row count gives a silently wrong
+        result.
     """
     return self._combine(key, embedding, name)[0]
 
@@ -332,18 +388,138 @@ class FirstN(Combiner):
   def _combine(self, key, embedding, name):
     n = self._max_seq_length
     with tf.name_scope(name or "FirstN"):
-      p = _prepare(key, embedding, "FirstN")
+      p = _prepare(key, embedding, "FirstN", self._portable)
       static_ids = p.embedding.shape[0]
-      if (_tf_compat.in_xla_context() and static_ids is not None and
-          static_ids > 0):
+      if p.kind == _XLA and static_ids is not None and static_ids > 0:
         out = _first_n_xla_gather(p, n)
-      elif _use_portable_formulation():
-        out = _first_n_portable(p, n)
-      else:
+      elif p.kind == _CPU:
         out = _first_n_ragged_to_tensor(p, n)
+      else:
+        out = _first_n_portable(p, n)
       if not tf.executing_eagerly():
         out.set_shape([p.static_nrows, n, p.static_dim])
       return out, p
+
+
+# ----------------------------------------------------------------------------
+# Choice of formulation.
+
+_local = threading.local()
+
+
+@contextlib.contextmanager
+def portable_formulation():
+  """Within the block, every combiner builds its portable formulation.
+
+  Same effect as `portable=True` on every combiner whose `combine` is called
+  (traced) inside the block: only ops with CPU, GPU and XLA kernels, so the
+  graph can be compiled by XLA later (see the module docstring).
+
+  Example:
+
+    with embedding_combiners.portable_formulation():
+      tf.saved_model.save(model, path)  # traces the combiners portably
+
+  Yields:
+    None.
+  """
+  depth = getattr(_local, "portable_depth", 0)
+  _local.portable_depth = depth + 1
+  try:
+    yield
+  finally:
+    _local.portable_depth = depth
+
+
+def _portable_requested() -> bool:
+  return getattr(_local, "portable_depth", 0) > 0
+
+
+def _check_portable(portable, combiner_name) -> bool:
+  if not isinstance(portable, (bool, np.bool_)):
+    raise TypeError(f"{combiner_name}: portable must be a bool, got "
+                    f"{portable!r}")
+  return bool(portable)
+
+
+# Formulations (see the module docstring).
+_CPU = "cpu"
+_GPU = "gpu"
+_XLA = "xla"
+
+
+class _Formulation(NamedTuple):
+  kind: str  # _CPU, _GPU or _XLA (the XLA-compatible ops, aka portable).
+  checks: bool  # Whether to add run-time asserts.
+
+
+def _select_formulation(in_xla: Optional[bool], portable: bool,
+                        device_type: Optional[str],
+                        gpu_available) -> _Formulation:
+  """Decides the formulation of one `combine` call.
+
+  Args:
+    in_xla: whether the graph being built is compiled by XLA (`None`: cannot
+      tell).
+    portable: whether the portable formulation was requested.
+    device_type: the device type the combiner's ops are pinned to ("CPU",
+      "GPU", ...), or `None` when they are not pinned.
+    gpu_available: callable returning whether a GPU is visible; only called
+      when the ops are not pinned.
+
+  Returns:
+    A `_Formulation`. Under XLA: the XLA ops without asserts (XLA ignores
+    them). Requested portable, or unknown whether XLA compiles: the XLA ops
+    with asserts (they check in plain graphs, XLA ignores them). Otherwise by
+    placement: pinned to a CPU -> CPU ops, to a GPU -> GPU ops, to any other
+    device -> XLA ops; not pinned -> GPU ops when a GPU is visible, else CPU
+    ops.
+  """
+  if in_xla:
+    return _Formulation(_XLA, False)
+  if portable or in_xla is None:
+    return _Formulation(_XLA, True)
+  if device_type == "CPU":
+    return _Formulation(_CPU, True)
+  if device_type == "GPU":
+    return _Formulation(_GPU, True)
+  if device_type:
+    return _Formulation(_XLA, True)
+  return _Formulation(_GPU if gpu_available() else _CPU, True)
+
+
+def _gpu_available() -> bool:
+  """Whether TensorFlow can see a GPU, without initializing its runtime.
+
+  `tf.config.list_logical_devices` would initialize it, after which
+  `tf.config.threading` and `tf.config.set_logical_device_configuration`
+  raise; the visible physical devices are enough here.
+  """
+  return bool(tf.config.get_visible_devices("GPU"))
+
+
+def _device_type(device_name) -> Optional[str]:
+  if not device_name:
+    return None
+  try:
+    return tf.DeviceSpec.from_string(device_name).device_type or None
+  except (ValueError, TypeError):  # pragma: no cover - malformed scope.
+    return None
+
+
+def _formulation(portable, probe) -> _Formulation:
+  """The formulation of a `combine` call whose first created op is `probe`.
+
+  The device comes from the op's own placement: the `tf.device` scope the
+  graph op `probe` was created under, or the eager device scope.
+  """
+  if tf.executing_eagerly():
+    device = _tf_compat.eager_device_name()
+  else:
+    device = probe.op.device
+  return _select_formulation(_tf_compat.xla_context_state(),
+                             portable or _portable_requested(),
+                             _device_type(device), _gpu_available)
 
 
 # ----------------------------------------------------------------------------
@@ -357,13 +533,16 @@ class _Prepared:
   other graphs (backward functions) than the forward pass.
   """
 
-  def __init__(self, embedding, key, key_values, static_dim):
+  def __init__(self, embedding, key, key_values, static_dim, form, nrows):
     self.embedding = embedding
     self.splits = key.row_splits
     self.key_values = key_values
     self.static_nrows = key.shape[0]
     self.static_dim = static_dim
+    self.kind = form.kind
+    self.checks = form.checks
     self._cache = {}
+    self.cached("nrows", lambda: nrows)
 
   def cached(self, name, make):
     """Returns `make()`, computed once per graph (eagerly: once)."""
@@ -376,9 +555,7 @@ class _Prepared:
 
   @property
   def nrows(self):
-    return self.cached(
-        "nrows",
-        lambda: tf.shape(self.splits, out_type=self.splits.dtype)[0] - 1)
+    return self.cached("nrows", lambda: _nrows(self.splits))
 
   @property
   def nvals(self):
@@ -386,6 +563,10 @@ class _Prepared:
     return self.cached(
         "nvals",
         lambda: tf.shape(self.embedding, out_type=self.splits.dtype)[0])
+
+
+def _nrows(splits):
+  return tf.shape(splits, out_type=splits.dtype)[0] - 1
 
 
 def _check_key(key, combiner_name):
@@ -400,8 +581,8 @@ def _check_key(key, combiner_name):
                      f"RaggedTensor, got shape {key.shape}")
 
 
-def _prepare(key, embedding, combiner_name) -> _Prepared:
-  """Validates `key` and `embedding` and returns their tensors."""
+def _prepare(key, embedding, combiner_name, portable) -> _Prepared:
+  """Validates `key` and `embedding`, picks the formulation."""
   _check_key(key, combiner_name)
   if isinstance(embedding, tf.RaggedTensor):
     raise TypeError(
@@ -423,6 +604,9 @@ def _prepare(key, embedding, combiner_name) -> _Prepared:
     embedding = tf.ensure_shape(embedding, [None, None])
   splits = key.row_splits
   key_values = key.values
+  # The first op this call creates: its placement picks the formulation.
+  nrows = _nrows(splits)
+  form = _formulation(portable, nrows)
   static_ids = key.values.shape[0]
   static_rows = embedding.shape[0]
   if static_ids is not None and static_rows is not None:
@@ -431,18 +615,17 @@ def _prepare(key, embedding, combiner_name) -> _Prepared:
           f"{combiner_name}: embedding has {static_rows} rows but key has "
           f"{static_ids} ids; they must be equal (row i of embedding belongs "
           "to key.values[i])")
-  elif not _tf_compat.in_xla_context():
+  elif form.checks:
     n_emb = tf.shape(embedding, out_type=splits.dtype)[0]
     n_ids = splits[-1]
-    check = tf.debugging.Assert(tf.equal(n_emb, n_ids), [
+    check = _assert(tf.equal(n_emb, n_ids), [
         f"{combiner_name}: embedding must have one row per id of key, got "
         "embedding rows:", n_emb, "number of ids:", n_ids
-    ],
-                                name="check_embedding_rows")
+    ], "check_embedding_rows")
     with tf.control_dependencies([check]):
       embedding = tf.identity(embedding)
       key_values = tf.identity(key_values)
-  return _Prepared(embedding, key, key_values, embedding.shape[1])
+  return _Prepared(embedding, key, key_values, embedding.shape[1], form, nrows)
 
 
 def _prepare_weights(weights, key, p, compute_dtype, combiner_name):
@@ -464,13 +647,12 @@ def _prepare_weights(weights, key, p, compute_dtype, combiner_name):
         if not np.array_equal(w_splits.numpy(), p.splits.numpy()):
           raise ValueError(f"{combiner_name}: weights must have the same row "
                            "partition as key")
-      elif not _tf_compat.in_xla_context():
+      elif p.checks:
         checks.append(
-            tf.debugging.assert_equal(
-                w_splits,
-                p.splits,
-                message=(f"{combiner_name}: weights must have the same row "
-                         "partition as key")))
+            _assert(_equal_vectors(w_splits, p.splits), [
+                f"{combiner_name}: weights must have the same row partition "
+                "as key"
+            ], "check_weights_partition"))
     weights = weights.values
   else:
     weights = tf.convert_to_tensor(weights,
@@ -485,38 +667,42 @@ def _prepare_weights(weights, key, p, compute_dtype, combiner_name):
       if n_w != n_emb:
         raise ValueError(f"{combiner_name}: weights has {n_w} entries but key "
                          f"has {n_emb} ids; they must be equal")
-    elif not _tf_compat.in_xla_context():
+    elif p.checks:
       nw = tf.shape(weights, out_type=p.splits.dtype)[0]
       checks.append(
-          tf.debugging.Assert(tf.equal(nw, p.nvals), [
+          _assert(tf.equal(nw, p.nvals), [
               f"{combiner_name}: weights must have one entry per id of key, "
               "got weights:", nw, "number of ids:", p.nvals
-          ],
-                              name="check_weights_size"))
+          ], "check_weights_size"))
   if not weights.dtype.is_floating:
     raise TypeError(f"{combiner_name}: weights must be floating point, got "
                     f"{weights.dtype.name}")
   weights = tf.cast(weights, compute_dtype)
-  checks = [c for c in checks if c is not None]
   if checks:
     with tf.control_dependencies(checks):
       weights = tf.identity(weights)
   return weights
 
 
-@functools.lru_cache(maxsize=None)
-def _gpu_visible() -> bool:
-  return bool(tf.config.list_logical_devices("GPU"))
+def _assert(condition, data, name):
+  """A graph-mode `Assert` op, without `tf.debugging.Assert`'s `tf.cond`.
+
+  `tf.debugging.Assert` wraps the op in a `tf.cond` unless all `data` are
+  int32 or strings; in a graph that registers a function with the eager
+  context, which starts the TensorFlow runtime (after which
+  `tf.config.threading` etc. raise).
+  """
+  return tf.raw_ops.Assert(condition=condition,
+                           data=data,
+                           summarize=3,
+                           name=name)
 
 
-def _use_portable_formulation() -> bool:
-  """Whether to avoid the CPU-only / non-XLA kernels (see module docstring)."""
-  return _tf_compat.in_xla_context() or _gpu_visible()
-
-
-def _use_unsorted_segment_sum() -> bool:
-  """Whether `SegmentSum` (no XLA kernel) must be avoided."""
-  return _tf_compat.in_xla_context()
+def _equal_vectors(a, b):
+  """Scalar: whether the 1-D `a` and `b` are equal (sizes may differ)."""
+  na, nb = tf.size(a), tf.size(b)
+  m = tf.minimum(na, nb)
+  return tf.logical_and(tf.equal(na, nb), tf.reduce_all(tf.equal(a[:m], b[:m])))
 
 
 def _row_lengths(p):
@@ -529,9 +715,9 @@ def _row_ids(p):
   Never `RaggedTensor.value_rowids()`, which builds a `[nrows, longest row]`
   mask (milliseconds on skewed batches).
   """
-  if _use_portable_formulation():
-    return _portable_row_ids(p)
-  return _ragged_indices(p)[0]
+  if p.kind == _CPU:
+    return _ragged_indices(p)[0]
+  return _portable_row_ids(p)
 
 
 def _ragged_indices(p):
@@ -563,7 +749,7 @@ def _portable_row_ids(p):
 
 def _row_ids_and_positions(p):
   """Row id and position in its row of every id, row partition dtype."""
-  if _use_portable_formulation():
+  if p.kind != _CPU:
     row_ids = tf.cast(_portable_row_ids(p), p.splits.dtype)
     pos = tf.range(p.nvals, dtype=p.splits.dtype) - tf.gather(p.splits, row_ids)
     return row_ids, pos
@@ -592,53 +778,96 @@ def _gather_rows_grad(row_ids):
   return _input_grad_only(lambda dy: tf.gather(dy, row_ids))
 
 
-def _segment_sum(values, row_ids, p):
-  """Sums `values` (rank 1 or 2) per row, `[nrows, ...]`."""
-  if _use_unsorted_segment_sum():
+def _row_divisor(p, reduction, dtype):
+  """`[nrows, 1]` divisor of the row sums: `max(len, 1)` or its sqrt.
+
+  A divisor, not a reciprocal factor: Grappler's arithmetic optimizer turns
+  `dy * factor`, `dy` folded into a constant of ones (the gradient of a sum
+  or mean loss), into a `Tile` of the factor, and divides by zero (SIGFPE,
+  TF 2.21) computing the tile multiples when the factor is `[0, 1]` (a 0-row
+  batch with static shapes). `RealDiv` is not rewritten that way.
+  """
+  lengths = tf.maximum(tf.cast(_row_lengths(p), dtype), 1)
+  if reduction == "sqrtn":
+    lengths = tf.sqrt(lengths)
+  return lengths[:, None]
+
+
+def _pool(values, row_ids, p, reduction):
+  """Reduces `values` `[num_ids, dim]` per row: "sum", "mean" or "sqrtn".
+
+  One custom gradient whatever the formulation: the output gradient
+  (divided by the row divisor for "mean" / "sqrtn") gathered at the row ids.
+  """
+
+  def grad(dy):
+    if reduction != "sum":
+      dy = dy / _row_divisor(p, reduction, dy.dtype)
+    return tf.gather(dy, row_ids)
+
+  @tf.custom_gradient
+  def pool(v):
+    if p.kind == _CPU:
+      out = _cpu_segment_reduce(v, row_ids, p, reduction)
+    else:
+      if p.kind == _XLA:
+        out = tf.math.unsorted_segment_sum(v, row_ids, p.nrows)
+      else:
+        out = _padded_segment_sum(v, row_ids, p.nrows)
+      if reduction != "sum":
+        out = out / _row_divisor(p, reduction, out.dtype)
+    return out, _input_grad_only(grad)
+
+  return pool(values)
+
+
+def _sum_per_row(w, row_ids, p):
+  """Sums the 1-D `w` per row, `[nrows]`."""
+  if p.kind == _XLA:
 
     @tf.custom_gradient
     def unsorted(v):
       return (tf.math.unsorted_segment_sum(v, row_ids,
                                            p.nrows), _gather_rows_grad(row_ids))
 
-    return unsorted(values)
-  if values.shape.rank != 2 or _use_portable_formulation():
-    return _padded_segment_sum(values, row_ids, p.nrows)
+    return unsorted(w)
+  return _padded_segment_sum(w, row_ids, p.nrows)
 
-  @tf.custom_gradient
-  def two_halves(v):
-    return _two_way_segment_sum(v, row_ids, p), _gather_rows_grad(row_ids)
 
-  return two_halves(values)
+def _pad_rows(x, nrows):
+  """Pads `x` with zero rows (the trailing empty rows) to `nrows` rows."""
+  missing = tf.cast(nrows, tf.int32) - tf.shape(x)[0]
+  paddings = [[0, missing]] + [[0, 0]] * (x.shape.rank - 1)
+  return tf.pad(x, paddings)
 
 
 def _padded_segment_sum(values, row_ids, nrows):
   """`SegmentSum` (gradient: a gather) padded with the trailing empty rows."""
-  summed = tf.math.segment_sum(values, row_ids)
-  missing = tf.cast(nrows, tf.int32) - tf.shape(summed)[0]
-  paddings = [[0, missing]] + [[0, 0]] * (values.shape.rank - 1)
-  return tf.pad(summed, paddings)
+  return _pad_rows(tf.math.segment_sum(values, row_ids), nrows)
 
 
-def _two_way_segment_sum(values, row_ids, p):
-  """CPU: two independent `SegmentSum`s over the two halves of the rows.
+def _cpu_segment_reduce(values, row_ids, p, reduction):
+  """CPU: one sorted-segment kernel, padded for the trailing empty rows.
 
-  The CPU `SegmentSum` kernel is single-threaded; the two halves run in
-  parallel on the inter-op thread pool (zero-copy leading-dim slices, one
-  `ConcatV2` of the `[nrows, dim]` output).
+  `SegmentSum`, or `SegmentMean` (which divides as it reduces: the mean
+  costs no more than the sum). The sqrt-n: `SegmentSum`, then one `Mul` of
+  the `[nrows, dim]` sums by `rsqrt(max(row length, 1))` -- cheaper than
+  `SparseSegmentSqrtN`, whose indirection makes it slower than `SegmentSum`
+  by more than that. (A forward `Mul` is safe from Grappler's
+  `ReplaceMulWithBroadcastByTile` crash: the sums are not constant; the
+  gradient divides.)
+
+  One kernel, not two over halves of the rows: the segment kernels are
+  single-threaded, but on a shared machine the halves rarely find a free
+  core, and their extra ops then cost more than they save.
   """
-  half = p.nrows // 2
-  mid = p.splits[half]
-  half_ids = tf.cast(half, row_ids.dtype)
-  first = _padded_segment_sum(values[:mid], row_ids[:mid], half)
-  second = _padded_segment_sum(values[mid:], row_ids[mid:] - half_ids,
-                               p.nrows - half)
-  return tf.concat([first, second], axis=0)
-
-
-def _sum_per_row(w, row_ids, p):
-  """Sums the 1-D `w` per row, `[nrows]`."""
-  return _segment_sum(w, row_ids, p)
+  if reduction == "mean":
+    return _pad_rows(tf.math.segment_mean(values, row_ids), p.nrows)
+  out = _pad_rows(tf.math.segment_sum(values, row_ids), p.nrows)
+  if reduction == "sqrtn":
+    lengths = tf.maximum(tf.cast(_row_lengths(p), values.dtype), 1)
+    out = out * tf.math.rsqrt(lengths)[:, None]
+  return out
 
 
 def _first_n_grad(dy, p, n):
@@ -652,15 +881,39 @@ def _first_n_grad(dy, p, n):
   dim = tf.shape(dy)[2]
   dy_flat = tf.reshape(dy, tf.stack([-1, dim]))
 
-  def masked():
+  def masked(dy_flat, flat_index, pos):
     zero_slot = tf.shape(dy_flat, out_type=flat_index.dtype)[0]
     padded = tf.concat([dy_flat, tf.zeros_like(dy_flat[:1])], axis=0)
     return tf.gather(padded, tf.where(pos < n, flat_index, zero_slot))
 
-  if _use_portable_formulation():
-    return masked()
+  def unmasked(dy_flat, flat_index, pos):
+    del pos
+    return tf.gather(dy_flat, flat_index)
+
+  if p.kind != _CPU:
+    return masked(dy_flat, flat_index, pos)
   longest = tf.reduce_max(_row_lengths(p))
-  return tf.cond(longest <= n, lambda: tf.gather(dy_flat, flat_index), masked)
+  return _cond(longest <= n, (dy_flat, flat_index, pos), unmasked, masked)
+
+
+def _cond(pred, inputs, true_fn, false_fn):
+  """`true_fn(*inputs)` if `pred` else `false_fn(*inputs)`.
+
+  Eagerly a Python `if`; in a `tf.function` (or any function graph) a
+  `tf.cond`. In a plain TF1 graph, a `Switch` of the inputs and a `Merge` of
+  the results: `tf.cond` would build functions there (control flow v2) and
+  register them with the eager context, which starts the TensorFlow runtime
+  while the graph is built (after which `tf.config.threading` etc. raise).
+  Both fns must compute their results from their arguments only.
+  """
+  if tf.executing_eagerly():
+    return true_fn(*inputs) if bool(pred) else false_fn(*inputs)
+  if tf.compat.v1.get_default_graph().building_function:
+    return tf.cond(pred, lambda: true_fn(*inputs), lambda: false_fn(*inputs))
+  switched = [tf.raw_ops.Switch(data=x, pred=pred) for x in inputs]
+  out_false = false_fn(*[s.output_false for s in switched])
+  out_true = true_fn(*[s.output_true for s in switched])
+  return tf.raw_ops.Merge(inputs=[out_false, out_true]).output
 
 
 def _first_n_ragged_to_tensor(p, n):

@@ -10,6 +10,7 @@ output and the gradient w.r.t. the embedding.
 GPU-only tests (class `GpuTest`) are skipped when no GPU is visible.
 """
 
+import collections
 import os
 import subprocess
 import sys
@@ -43,19 +44,30 @@ def _configure_two_logical_cpus():
 _TWO_CPUS_CONFIGURED = _configure_two_logical_cpus()
 
 _COMBINERS = ("sum", "mean", "sqrtn", "first3")
+# The kernel each combiner's CPU formulation is built around.
+_CPU_KERNEL = {
+    "sum": "SegmentSum",
+    "mean": "SegmentMean",
+    "sqrtn": "SegmentSum",
+    "first3": "RaggedTensorToTensor",
+}
+# Ops without an XLA kernel.
+_NO_XLA_KERNEL = ("SegmentSum", "SegmentMean",
+                  "SparseSegmentSqrtNWithNumSegments", "RaggedTensorToTensor",
+                  "RaggedTensorToSparse")
 _DTYPES = (tf.float16, tf.bfloat16, tf.float32, tf.float64)
 _MODES = ("eager", "function", "xla", "graph")
 _DIM = 5
 
 
-def _make_combiner(kind):
+def _make_combiner(kind, **kwargs):
   if kind.startswith("first"):
-    return ec.FirstN(int(kind[len("first"):]))
+    return ec.FirstN(int(kind[len("first"):]), **kwargs)
   return {
       "sum": ec.ReduceSum,
       "mean": ec.ReduceMean,
       "sqrtn": ec.ReduceSqrtN
-  }[kind]()
+  }[kind](**kwargs)
 
 
 def _random_lengths(rng, nrows=9, max_len=6):
@@ -424,11 +436,20 @@ class CombinerTest(tf.test.TestCase, parameterized.TestCase):
 
   @parameterized.product(kind=_COMBINERS, splits_dtype=(tf.int32, tf.int64))
   def test_portable_formulation_on_cpu(self, kind, splits_dtype):
-    """The XLA/GPU formulation, forced outside XLA, gives the same results."""
+    """The portable (XLA) formulation outside XLA gives the same results."""
     lengths, emb, cot = self._random_case(kind, tf.float32, seed=19)
-    with mock.patch.object(ec, "_use_portable_formulation",
-                           lambda: True), mock.patch.object(
-                               ec, "_use_unsorted_segment_sum", lambda: True):
+    combiner = _make_combiner(kind, portable=True)
+    for mode in ("eager", "function", "graph"):
+      out, grad = run_combiner(mode, lambda k, e, w: combiner.combine(k, e),
+                               lengths, emb, cot, tf.float32, splits_dtype)
+      self.assertAllClose(out, np_combine(kind, lengths, emb), atol=1e-5)
+      self.assertAllClose(grad, np_grad(kind, lengths, emb, cot), atol=1e-5)
+
+  @parameterized.product(kind=_COMBINERS, splits_dtype=(tf.int32, tf.int64))
+  def test_gpu_formulation_on_cpu(self, kind, splits_dtype):
+    """The GPU formulation (forced on the CPU) gives the same results."""
+    lengths, emb, cot = self._random_case(kind, tf.float32, seed=21)
+    with mock.patch.object(ec, "_gpu_available", lambda: True):
       for mode in ("eager", "function", "graph"):
         out, grad = run_combiner(mode, _plain_combine(kind), lengths, emb, cot,
                                  tf.float32, splits_dtype)
@@ -630,48 +651,167 @@ class CombinerTest(tf.test.TestCase, parameterized.TestCase):
         "graph": False
     })
 
-  def test_xla_detection_fallback_is_conservative(self):
-    """Without the private helper: XLA-safe formulation in every graph."""
+  def test_xla_detection_fallback_keeps_run_time_checks(self):
+    """Without the private helper: portable ops, run-time checks kept."""
     with mock.patch.object(_tf_compat, "_graph_in_xla_context", None):
+      self.assertFalse(_tf_compat.xla_context_state())
       self.assertFalse(_tf_compat.in_xla_context())
       with tf.Graph().as_default():
+        self.assertIsNone(_tf_compat.xla_context_state())
         self.assertTrue(_tf_compat.in_xla_context())
-      lengths, emb, cot = self._random_case("mean", tf.float32, seed=43)
-      out, grad = run_combiner("function", _plain_combine("mean"), lengths, emb,
-                               cot, tf.float32)
-      self.assertAllClose(out, np_combine("mean", lengths, emb), atol=1e-5)
-      self.assertAllClose(grad, np_grad("mean", lengths, emb, cot), atol=1e-5)
+      for kind in _COMBINERS:
+        lengths, emb, cot = self._random_case(kind, tf.float32, seed=43)
+        for mode in ("function", "graph", "xla"):
+          out, grad = run_combiner(mode, _plain_combine(kind), lengths, emb,
+                                   cot, tf.float32)
+          self.assertAllClose(out, np_combine(kind, lengths, emb), atol=1e-5)
+          self.assertAllClose(grad, np_grad(kind, lengths, emb, cot), atol=1e-5)
+        types = self._op_types(_make_combiner(kind), jit_compile=False)
+        self.assertIn("Assert", types)
+        self.assertNoneIn(_NO_XLA_KERNEL, types)
+        for mode in ("function", "graph"):
+          with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                      "one row per id"):
+            run_combiner(mode, _plain_combine(kind), lengths, emb[:-1], cot,
+                         tf.float32)
 
-  def _op_types(self, combiner, jit_compile):
+  def assertNoneIn(self, members, container):  # pylint: disable=invalid-name
+    self.assertEqual(sorted(set(members) & set(container)), [])
+
+  def _op_types(self, combiner, jit_compile, backward=True, dim=4):
     spec = tf.RaggedTensorSpec([None, None], tf.int64, 1)
 
     def f(key, emb):
+      if not backward:
+        return combiner.combine(key, emb)
       with tf.GradientTape() as tape:
         tape.watch(emb)
         out = combiner.combine(key, emb)
       return out, tape.gradient(out, emb)
 
     graph_def = tf.function(f, jit_compile=jit_compile).get_concrete_function(
-        spec, tf.TensorSpec([None, 4])).graph.as_graph_def()
-    types = {node.op for node in graph_def.node}
+        spec, tf.TensorSpec([None, dim])).graph.as_graph_def()
+    types = [node.op for node in graph_def.node]
     for fn in graph_def.library.function:
-      types.update(node.op for node in fn.node_def)
+      types += [node.op for node in fn.node_def]
     return types
 
   @parameterized.parameters(*_COMBINERS)
   def test_xla_formulation_avoids_ops_without_xla_kernel(self, kind):
     types = self._op_types(_make_combiner(kind), jit_compile=True)
-    self.assertNotIn("SegmentSum", types)
-    self.assertNotIn("RaggedTensorToTensor", types)
-    self.assertNotIn("RaggedTensorToSparse", types)
-    self.assertNotIn("Assert", types)
+    self.assertNoneIn(_NO_XLA_KERNEL, types)
+    self.assertNotIn("Assert", types)  # XLA ignores it, with a warning.
     if tf.config.list_logical_devices("GPU"):
       return
     types = self._op_types(_make_combiner(kind), jit_compile=False)
-    self.assertIn(
-        "RaggedTensorToTensor" if kind.startswith("first") else "SegmentSum",
-        types)
+    self.assertIn(_CPU_KERNEL[kind], types)
     self.assertIn("Assert", types)
+
+  @parameterized.parameters(*_COMBINERS)
+  def test_portable_formulation_has_xla_kernels_only(self, kind):
+    """portable=True / portable_formulation(): compiles anywhere, later."""
+    for portable in (True, False):
+      combiner = _make_combiner(kind, portable=portable)
+      self.assertEqual(combiner.portable, portable)
+      if portable:
+        types = self._op_types(combiner, jit_compile=False)
+      else:
+        with ec.portable_formulation():
+          types = self._op_types(combiner, jit_compile=False)
+      self.assertNoneIn(_NO_XLA_KERNEL, types)
+      self.assertIn("Assert", types)  # Checks outside XLA.
+    # The context manager ends with its block.
+    types = self._op_types(_make_combiner(kind), jit_compile=False)
+    if not tf.config.list_logical_devices("GPU"):
+      self.assertIn(_CPU_KERNEL[kind], types)
+
+  @parameterized.parameters(*_COMBINERS)
+  def test_portable_must_be_a_bool(self, kind):
+    with self.assertRaisesRegex(TypeError, "portable must be a bool"):
+      _make_combiner(kind, portable="yes")
+
+  def test_mean_forward_costs_no_more_than_sum(self):
+    """CPU: SegmentMean divides as it reduces; the rest is the sum's."""
+    if tf.config.list_logical_devices("GPU"):
+      self.skipTest("CPU formulation")
+    mean = collections.Counter(
+        self._op_types(ec.ReduceMean(), False, backward=False))
+    total = collections.Counter(
+        self._op_types(ec.ReduceSum(), False, backward=False))
+    self.assertEqual(mean - total, {"SegmentMean": 1})
+    self.assertEqual(total - mean, {"SegmentSum": 1})
+
+  def test_sqrtn_forward_is_the_sum_and_one_scaling(self):
+    """CPU: SegmentSum, then one [nrows, dim] Mul by rsqrt(row length)."""
+    if tf.config.list_logical_devices("GPU"):
+      self.skipTest("CPU formulation")
+    sqrtn = collections.Counter(
+        self._op_types(ec.ReduceSqrtN(), False, backward=False))
+    total = collections.Counter(
+        self._op_types(ec.ReduceSum(), False, backward=False))
+    self.assertEqual(total - sqrtn, {})
+    extra = sqrtn - total
+    self.assertEqual(extra["Mul"], 1)
+    self.assertEqual(extra["Rsqrt"], 1)
+    self.assertNoneIn(["RealDiv", "SparseSegmentSqrtNWithNumSegments"], extra)
+
+  def test_select_formulation(self):
+    """The decision table (no GPU needed to test the GPU branches)."""
+
+    def no_call():
+      raise AssertionError("GPU visibility asked although the device is known")
+
+    cpu, gpu, xla = ec._CPU, ec._GPU, ec._XLA  # pylint: disable=protected-access
+    select = ec._select_formulation  # pylint: disable=protected-access
+    cases = [
+        # in_xla, portable, device type, GPU visible -> kind, checks
+        ((True, False, None, no_call), (xla, False)),
+        ((True, True, "GPU", no_call), (xla, False)),
+        ((None, False, "CPU", no_call), (xla, True)),  # Cannot tell.
+        ((False, True, "CPU", no_call), (xla, True)),
+        ((False, False, "CPU", no_call), (cpu, True)),  # Pinned to the CPU.
+        ((False, False, "GPU", no_call), (gpu, True)),
+        ((False, False, "TPU", no_call), (xla, True)),
+        ((False, False, None, lambda: True), (gpu, True)),
+        ((False, False, None, lambda: False), (cpu, True)),
+    ]
+    for args, (kind, checks) in cases:
+      form = select(*args)
+      self.assertEqual((form.kind, form.checks), (kind, checks), args)
+
+  @parameterized.parameters(*_COMBINERS)
+  def test_placement_decides_the_formulation(self, kind):
+    """On a (pretend) GPU machine, ops pinned to a CPU get the CPU ops."""
+    with mock.patch.object(ec, "_gpu_available", lambda: True):
+      with tf.Graph().as_default():
+        key = tf.compat.v1.ragged.placeholder(tf.int64, 1, [])
+        emb = tf.compat.v1.placeholder(tf.float32, [None, 4])
+        with tf.device("/CPU:0"):
+          pinned = _make_combiner(kind).combine(key, emb, name="pinned")
+          tf.gradients(pinned, emb)
+        free = _make_combiner(kind).combine(key, emb, name="free")
+        tf.gradients(free, emb)
+        ops = tf.compat.v1.get_default_graph().get_operations()
+      pinned_types = [op.type for op in ops if "pinned" in op.name]
+      free_types = [op.type for op in ops if "free" in op.name]
+      self.assertIn(_CPU_KERNEL[kind], pinned_types)
+      self.assertIn("RaggedTensorToSparse", pinned_types)
+      self.assertNotIn("RaggedTensorToSparse", free_types)
+      self.assertNotIn("RaggedTensorToTensor", free_types)
+      # Eager: the device scope of the eager context.
+      chosen = []
+      select = ec._select_formulation  # pylint: disable=protected-access
+
+      def spy(*args):
+        chosen.append(select(*args).kind)
+        return select(*args)
+
+      key = tf.RaggedTensor.from_row_lengths(tf.range(3), [2, 1])
+      with mock.patch.object(ec, "_select_formulation", spy):
+        with tf.device("/CPU:0"):
+          _make_combiner(kind).combine(key, tf.ones([3, 2]))
+        _make_combiner(kind).combine(key, tf.ones([3, 2]))
+      self.assertEqual(chosen, [ec._CPU, ec._GPU])  # pylint: disable=protected-access
 
   @parameterized.parameters(*_COMBINERS)
   def test_row_ids_do_not_depend_on_the_longest_row(self, kind):
@@ -773,6 +913,86 @@ class CombinerTest(tf.test.TestCase, parameterized.TestCase):
                    cot,
                    tf.float32,
                    weights=weights)
+
+
+class _Pooler(tf.Module):
+  """A module whose tf.function pools rows of its table with every combiner."""
+
+  def __init__(self, table, portable):
+    super().__init__()
+    self.table = tf.Variable(table)
+    self._combiners = [_make_combiner(k, portable=portable) for k in _COMBINERS]
+
+  @tf.function(input_signature=[tf.RaggedTensorSpec([None, None], tf.int64, 1)])
+  def __call__(self, ids):
+    emb = tf.gather(self.table, ids.values)
+    return [c.combine(ids, emb) for c in self._combiners]
+
+
+class PortableTest(tf.test.TestCase, parameterized.TestCase):
+  """Graphs traced outside XLA, compiled by XLA later."""
+
+  def _check_compiled(self, call, var, lengths, ids):
+    """Calls `call(key)` under jit_compile; checks outputs and gradients.
+
+    Args:
+      call: `call(key)` returns the outputs of the combiners of `_COMBINERS`,
+        pooling rows `key.values` of `var`.
+      var: the table variable.
+      lengths: row lengths of `key`.
+      ids: the ids of `key`.
+    """
+    key = tf.RaggedTensor.from_row_lengths(tf.constant(ids), lengths)
+
+    @tf.function(jit_compile=True)
+    def compiled(key):
+      with tf.GradientTape() as tape:
+        outs = call(key)
+        loss = tf.add_n([tf.reduce_sum(o) for o in outs])
+      return outs, tf.convert_to_tensor(tape.gradient(loss, var))
+
+    outs, grad = compiled(key)
+    table = var.numpy()
+    emb = table[ids]
+    want_grad = np.zeros_like(table)
+    for kind, out in zip(_COMBINERS, outs):
+      self.assertAllClose(out, np_combine(kind, lengths, emb), atol=1e-5)
+      np.add.at(want_grad, ids, np_grad(kind, lengths, emb, np.ones(out.shape)))
+    self.assertAllClose(grad, want_grad, atol=1e-5)
+
+  def _case(self):
+    rng = np.random.default_rng(47)
+    table = rng.standard_normal((20, _DIM)).astype(np.float32)
+    lengths = [2, 0, 5, 1, 0]
+    ids = rng.integers(0, 20, size=sum(lengths))
+    return table, lengths, ids
+
+  @parameterized.parameters("argument", "context")
+  def test_saved_model_compiled_after_loading(self, how):
+    """Exported outside XLA (here: on a CPU), compiled after loading."""
+    table, lengths, ids = self._case()
+    path = os.path.join(self.get_temp_dir(), how)
+    if how == "argument":
+      tf.saved_model.save(_Pooler(table, portable=True), path)
+    else:
+      with ec.portable_formulation():
+        tf.saved_model.save(_Pooler(table, portable=False), path)
+    loaded = tf.saved_model.load(path)
+    self._check_compiled(loaded, loaded.table, lengths, ids)
+
+  def test_function_traced_outside_xla_then_compiled(self):
+    table, lengths, ids = self._case()
+    combiners = [_make_combiner(k, portable=True) for k in _COMBINERS]
+    var = tf.Variable(table)
+
+    @tf.function
+    def pool(key):
+      emb = tf.gather(var, key.values)
+      return [c.combine(key, emb) for c in combiners]
+
+    key = tf.RaggedTensor.from_row_lengths(tf.constant(ids), lengths)
+    pool(key)  # Traced (and run) outside XLA first.
+    self._check_compiled(pool, var, lengths, ids)
 
 
 def _mirrored_check():
