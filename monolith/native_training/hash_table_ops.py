@@ -34,16 +34,14 @@ Example:
 """
 
 import abc
-import dataclasses
 from typing import List, Optional
 
 import tensorflow as tf
 
 from monolith.native_training import entry
 from monolith.native_training import hash_filter_ops
-from monolith.native_training import hash_table_compressors
 from monolith.native_training import hash_table_initializers
-from monolith.native_training import hash_table_optimizers
+from monolith.native_training import hash_table_segments
 from monolith.native_training import hash_table_storage
 from monolith.native_training.runtime.hash_table import embedding_hash_table_pb2
 
@@ -52,121 +50,11 @@ _SECONDS_PER_DAY = 86400
 _do_not_convert = tf.autograph.experimental.do_not_convert
 _TS = "timestamp"
 
-
-@dataclasses.dataclass
-class Segment:
-  """One segment of an entry, resolved from its `EntryConfig.Segment`.
-
-  Attributes:
-    index: Position in the entry.
-    dim: Its dims.
-    offset: First column in the looked-up `[n, D]` value.
-    init_cfg: The initializer member config.
-    init_fn: The initializer (`hash_table_initializers`).
-    opt_member: The `OptimizerConfig` member name.
-    opt_cfg: The optimizer member config.
-    rule: The update rule (`hash_table_optimizers.Rule`).
-    stochastic_rounding: `stochastic_rounding_float16`.
-    compressor: Training-time compressor effect.
-  """
-  index: int
-  dim: int
-  offset: int
-  init_cfg: object
-  init_fn: object
-  opt_member: str
-  opt_cfg: object
-  rule: hash_table_optimizers.Rule
-  stochastic_rounding: bool
-  compressor: hash_table_compressors.SegmentCompressor
-
-  @property
-  def weight_column(self) -> str:
-    return f"w{self.index}"
-
-  def slot_column(self, slot_name: str) -> str:
-    return f"s{self.index}_{slot_name}"
-
-
-def _resolve_segments(config: embedding_hash_table_pb2.EmbeddingHashTableConfig,
-                      name: str) -> List[Segment]:
-  """Validates the entry config and resolves its segments."""
-  segments = config.entry_config.segments
-  if not segments:
-    raise ValueError(f"HashTable {name!r}: the config has no segments "
-                     "(entry_config.segments is empty)")
-  resolved, offset = [], 0
-  for k, seg in enumerate(segments):
-    where = f"HashTable {name!r}: segment {k}"
-    if seg.dim_size < 1:
-      raise ValueError(f"{where}: dim_size must be >= 1, got {seg.dim_size}")
-    if not seg.HasField("init_config"):
-      raise ValueError(f"{where} has no init_config")
-    if not seg.HasField("opt_config"):
-      raise ValueError(f"{where} has no opt_config")
-    init_cfg, init_fn = hash_table_initializers.initializer_for(
-        seg.init_config, where + " init_config")
-    member, opt_cfg, rule = hash_table_optimizers.rule_for(
-        seg.opt_config, where + " opt_config")
-    comp = seg.comp_config if seg.HasField("comp_config") else None
-    if comp is not None and comp.WhichOneof("type") is None:
-      raise ValueError(f"{where}: comp_config has no compressor set; set one "
-                       "of ['fixed_r8', 'fp16', 'fp32', 'one_bit']")
-    resolved.append(
-        Segment(k, seg.dim_size, offset, init_cfg, init_fn, member, opt_cfg,
-                rule, seg.opt_config.stochastic_rounding_float16,
-                hash_table_compressors.SegmentCompressor(comp, f"seg{k}")))
-    offset += seg.dim_size
-  return resolved
-
-
-def _expire_seconds(config) -> tf.Tensor:
-  """Per-slot expiry in seconds, an int64 `[32768]` table."""
-  expire = config.slot_expire_time_config
-  days = [expire.default_expire_time] * hash_filter_ops.NUM_SLOTS
-  for item in expire.slot_expire_times:
-    if item.slot < hash_filter_ops.NUM_SLOTS:
-      days[item.slot] = item.expire_time
-  return tf.constant([d * _SECONDS_PER_DAY for d in days], tf.int64)
-
-
-def _as_ids(ids, where: str) -> tf.Tensor:
-  """Casts ids to a rank-1 int64 tensor; rejects non-integer dtypes."""
-  ids = tf.convert_to_tensor(ids)
-  if ids.dtype not in (tf.int64, tf.int32):
-    raise TypeError(f"{where}: ids must be int64 (or int32), got {ids.dtype.name}")
-  ids = tf.reshape(tf.cast(ids, tf.int64), [-1]) if ids.shape.rank != 1 else (
-      tf.cast(ids, tf.int64))
-  return ids
-
-
-def sum_duplicates(values: tf.Tensor, idx: tf.Tensor,
-                   num_unique: tf.Tensor) -> tf.Tensor:
-  """`unsorted_segment_sum(values, idx, num_unique)`, about 4x faster on CPU.
-
-  Computed as `S @ values` with the sparse 0/1 matrix `S[idx[i], i] = 1`:
-  `SparseTensorDenseMatMul` adds the rows in input order, like
-  `UnsortedSegmentSum` (and `1 * x` is exact), so the sums are bit-identical
-  to `tf.math.unsorted_segment_sum`, including inf and NaN.
-
-  Args:
-    values: float `[n, D]`.
-    idx: int64 `[n]`, each in `[0, num_unique)`.
-    num_unique: int64 scalar.
-
-  Returns:
-    `[num_unique, D]`: row k is the sum of the rows `i` with `idx[i] == k`.
-  """
-  return tf.sparse.sparse_dense_matmul(
-      duplicate_selector(idx, num_unique, values.dtype), values)
-
-
-def duplicate_selector(idx: tf.Tensor, num_unique: tf.Tensor,
-                       dtype: tf.DType) -> tf.SparseTensor:
-  """The `[num_unique, n]` 0/1 matrix of `sum_duplicates` (ids only)."""
-  n = tf.size(idx, out_type=tf.int64)
-  return tf.SparseTensor(tf.stack([idx, tf.range(n)], axis=1),
-                         tf.ones([n], dtype), tf.stack([num_unique, n]))
+# Re-exported: the resolved segment and the write helpers.
+Segment = hash_table_segments.Segment
+sum_duplicates = hash_table_segments.sum_duplicates
+duplicate_selector = hash_table_segments.duplicate_selector
+stochastic_round_to_float16 = hash_table_segments.stochastic_round_to_float16
 
 
 class BaseHashTable(tf.Module, metaclass=abc.ABCMeta):
@@ -242,7 +130,7 @@ class HashTable(BaseHashTable):
     self._config = config
     table_config = config.table_config
     with self.name_scope:
-      self._segments = _resolve_segments(table_config, name)
+      self._segments = hash_table_segments.resolve_segments(table_config, name)
     num_fns = len(config.learning_rate_fns)
     if num_fns != len(self._segments):
       raise ValueError(
@@ -279,7 +167,7 @@ class HashTable(BaseHashTable):
           for s in self._segments
           if s.compressor.scale is not None
       ]
-    self._expire_seconds = _expire_seconds(table_config)
+    self._expire_seconds = hash_table_segments.expire_seconds(table_config)
     self._deps = []
 
   # ---------------------------------------------------------------- basics
@@ -345,60 +233,12 @@ class HashTable(BaseHashTable):
       return self._storage.size()
 
   def _check_ids(self, ids, where: str) -> tf.Tensor:
-    ids = _as_ids(ids, f"HashTable {self._table_name!r}.{where}")
-    if not tf.executing_eagerly():
-      # The reserved keys are the two smallest int64s: one comparison.
-      reserved = tf.reduce_any(ids <= hash_table_storage.DELETED_KEY)
-      check = tf.debugging.Assert(tf.logical_not(reserved), [
-          f"HashTable {self._table_name!r}.{where}: ids may not be "
-          f"{hash_table_storage.EMPTY_KEY} or {hash_table_storage.DELETED_KEY}"
-          " (keys the storage reserves)"
-      ])
-      with tf.control_dependencies([check]):
-        return tf.identity(ids)
-    bad = tf.logical_or(tf.equal(ids, hash_table_storage.EMPTY_KEY),
-                        tf.equal(ids, hash_table_storage.DELETED_KEY))
-    if bool(tf.reduce_any(bad)):
-      raise tf.errors.InvalidArgumentError(
-          None, None, f"HashTable {self._table_name!r}.{where}: ids may not "
-          f"be {hash_table_storage.EMPTY_KEY} or "
-          f"{hash_table_storage.DELETED_KEY} (keys the storage reserves)")
-    return ids
+    return hash_table_segments.check_ids(
+        ids, f"HashTable {self._table_name!r}.{where}")
 
   def _check_rows(self, ids, values, where: str, arg: str) -> tf.Tensor:
-    """Casts `values` to float32 `[len(ids), D]` (also `[len(ids)]` if D=1)."""
-    values = tf.convert_to_tensor(values)
-    if not values.dtype.is_floating:
-      raise TypeError(f"HashTable {self._table_name!r}.{where}: {arg} must "
-                      f"be floating point, got {values.dtype.name}")
-    values = tf.cast(values, tf.float32)
-    if self._dim == 1 and values.shape.rank == 1:
-      values = values[:, None]
-    num_ids = ids.shape[0]
-    if values.shape.rank is not None and (
-        values.shape.rank != 2 or
-        (values.shape[1] is not None and values.shape[1] != self._dim) or
-        (num_ids is not None and values.shape[0] is not None and
-         values.shape[0] != num_ids)):
-      raise ValueError(
-          f"HashTable {self._table_name!r}.{where}: {arg} must have shape "
-          f"[len(ids), {self._dim}], got {values.shape.as_list()} for "
-          f"{num_ids} ids")
-    msg = (f"HashTable {self._table_name!r}.{where}: {arg} must have shape "
-           f"[len(ids), {self._dim}]")
-    if tf.executing_eagerly():
-      if values.shape[0] != ids.shape[0]:
-        raise tf.errors.InvalidArgumentError(
-            None, None, f"{msg}, got {values.shape.as_list()} for "
-            f"{ids.shape[0]} ids")
-      return values
-    check = tf.debugging.assert_equal(tf.shape(values, out_type=tf.int64),
-                                      tf.stack(
-                                          [tf.size(ids, out_type=tf.int64),
-                                           self._dim]),
-                                      message=msg)
-    with tf.control_dependencies([check]):
-      return tf.identity(values)
+    return hash_table_segments.check_rows(
+        ids, values, self._dim, f"HashTable {self._table_name!r}.{where}", arg)
 
   # ---------------------------------------------------------------- lookup
 
@@ -421,7 +261,10 @@ class HashTable(BaseHashTable):
                                    tf.cast(rows >= 0, values.dtype)[:, None])
 
   @_do_not_convert
-  def lookup(self, ids, use_multi_threads=False, enable_dedup=False,
+  def lookup(self,
+             ids,
+             use_multi_threads=False,
+             enable_dedup=False,
              name=None) -> tf.Tensor:
     """Returns the `[len(ids), D]` float32 embeddings of `ids`.
 
@@ -477,8 +320,7 @@ class HashTable(BaseHashTable):
     """Initializer values and optimizer slot init for new entries."""
     ops = []
     for seg in self._segments:
-      value = seg.init_fn(seg.init_cfg, new_ids, seg.dim, self._seed,
-                          seg.index)
+      value = seg.init_fn(seg.init_cfg, new_ids, seg.dim, self._seed, seg.index)
       ops.append(self._storage.scatter(seg.weight_column, new_rows, value))
       for slot in seg.rule.slots:
         width = slot.width(seg.dim)
@@ -487,8 +329,7 @@ class HashTable(BaseHashTable):
         ops.append(
             self._storage.scatter(seg.slot_column(slot.name), new_rows, init))
     ops.append(
-        self._storage.scatter(_TS, new_rows, tf.zeros_like(new_ids,
-                                                            tf.int64)))
+        self._storage.scatter(_TS, new_rows, tf.zeros_like(new_ids, tf.int64)))
     return tf.group(ops)
 
   def _upsert(self, ids: tf.Tensor, counts: tf.Tensor, found=None):
@@ -527,14 +368,21 @@ class HashTable(BaseHashTable):
   def _stamp(self, rows: tf.Tensor, req_time) -> tf.Operation:
     req = tf.cast(0 if req_time is None else req_time, tf.int64)
     req = tf.reshape(req, [])
-    stamp = self._storage.scatter(_TS, rows,
-                                  tf.fill(tf.shape(rows), req))
+    stamp = self._storage.scatter(_TS, rows, tf.fill(tf.shape(rows), req))
     latest = self._max_ts.assign(tf.maximum(self._max_ts.read_value(), req),
                                  read_value=False)
     return tf.group(stamp, latest)
 
-  def _write_unique(self, ids, values, counts, kind, req_time, lr=None,
-                    global_step=None, salt=None, found=None) -> tf.Operation:
+  def _write_unique(self,
+                    ids,
+                    values,
+                    counts,
+                    kind,
+                    req_time,
+                    lr=None,
+                    global_step=None,
+                    salt=None,
+                    found=None) -> tf.Operation:
     """One write of distinct `ids`: upsert, then `kind` on the kept rows."""
     keep, rows = self._upsert(ids, counts, found)
     kept_ids = ids
@@ -583,8 +431,14 @@ class HashTable(BaseHashTable):
             self._storage.scatter(seg.slot_column(slot_name), rows, value))
     return ops
 
-  def _write_sequential(self, ids, values, kind, req_time, lr=None,
-                        global_step=None, base_salt=None) -> tf.Tensor:
+  def _write_sequential(self,
+                        ids,
+                        values,
+                        kind,
+                        req_time,
+                        lr=None,
+                        global_step=None,
+                        base_salt=None) -> tf.Tensor:
     """Runs a write occurrence by occurrence, in rounds of distinct ids.
 
     Round r takes the r-th occurrence of every id, so each id sees its
@@ -595,8 +449,8 @@ class HashTable(BaseHashTable):
     order = tf.argsort(where, stable=True)
     starts = tf.cumsum(counts, exclusive=True)
     rank_sorted = tf.range(n) - tf.gather(starts, tf.gather(where, order))
-    rank = tf.scatter_nd(tf.cast(order, tf.int64)[:, None], rank_sorted,
-                         tf.reshape(n, [1]))
+    rank = tf.scatter_nd(
+        tf.cast(order, tf.int64)[:, None], rank_sorted, tf.reshape(n, [1]))
     rounds = tf.reduce_max(tf.concat([counts, [0]], 0))
     del unique
 
@@ -613,8 +467,17 @@ class HashTable(BaseHashTable):
                          body, [tf.constant(0, tf.int64)],
                          parallel_iterations=1)[0]
 
-  def _write(self, ids, values, kind, where, arg, req_time, name, lr=None,
-             global_step=None, dedup=False) -> "HashTable":
+  def _write(self,
+             ids,
+             values,
+             kind,
+             where,
+             arg,
+             req_time,
+             name,
+             lr=None,
+             global_step=None,
+             dedup=False) -> "HashTable":
     with tf.name_scope(name or where):
       ids = self._check_ids(ids, where)
       values = self._check_rows(ids, values, where, arg)
@@ -650,8 +513,8 @@ class HashTable(BaseHashTable):
         if dedup:
           # == sum_duplicates(values, idx, len(unique)), bit for bit.
           summed = tf.sparse.sparse_dense_matmul(selector, values)
-          done = self._write_unique(unique, summed, counts, kind, req_time,
-                                    lr, global_step, base_salt, found)
+          done = self._write_unique(unique, summed, counts, kind, req_time, lr,
+                                    global_step, base_salt, found)
         else:
           done = self._write_sequential(ids, values, kind, req_time, lr,
                                         global_step, base_salt)
@@ -818,10 +681,11 @@ class HashTable(BaseHashTable):
       weights = tf.concat(
           [self._storage.gather(s.weight_column, rows) for s in self._segments],
           axis=1)
-      slots = {(s.index, slot.name):
-               self._storage.gather(s.slot_column(slot.name), rows)
-               for s in self._segments
-               for slot in s.rule.slots}
+      slots = {
+          (s.index, slot.name):
+              self._storage.gather(s.slot_column(slot.name), rows)
+          for s in self._segments for slot in s.rule.slots
+      }
       return {
           "ids": ids,
           "weights": weights,
@@ -849,26 +713,10 @@ class HashTable(BaseHashTable):
         values[seg.slot_column(slot.name)] = value
     with tf.control_dependencies(self._deps):
       replaced = self._storage.replace_all(ids, values)
-      latest = self._max_ts.assign(
-          tf.reduce_max(tf.concat([tf.cast(timestamps, tf.int64), [0]], 0)),
-          read_value=False)
+      latest = self._max_ts.assign(tf.reduce_max(
+          tf.concat([tf.cast(timestamps, tf.int64), [0]], 0)),
+                                   read_value=False)
     return tf.group(replaced, latest)
-
-
-def stochastic_round_to_float16(v: tf.Tensor, u: tf.Tensor) -> tf.Tensor:
-  """Unbiased stochastic rounding of float32 `v` onto the float16 grid.
-
-  `v` becomes the grid point above it with probability `(v - down) / ulp`,
-  else the one below (`u` is uniform in [0, 1)); grid values stay. Values
-  are clipped to the finite float16 range [-65504, 65504].
-  """
-  v = tf.clip_by_value(v, -65504.0, 65504.0)
-  exponent = tf.bitwise.bitwise_and(
-      tf.bitwise.right_shift(tf.bitcast(v, tf.int32), 23), 0xFF) - 127
-  ulp = tf.pow(2.0, tf.cast(tf.maximum(exponent, -14) - 10, tf.float32))
-  down = tf.floor(v / ulp) * ulp
-  frac = (v - down) / ulp
-  return tf.where(u < frac, down + ulp, down)
 
 
 def _module_name(name: str) -> str:
@@ -910,7 +758,9 @@ def hash_table_from_config(config: entry.HashTableConfigInstance,
   return table
 
 
-def _config_instance(segment, learning_rate, expire_time=36500,
+def _config_instance(segment,
+                     learning_rate,
+                     expire_time=36500,
                      extra_restore_names=None) -> entry.HashTableConfigInstance:
   table_config = embedding_hash_table_pb2.EmbeddingHashTableConfig()
   table_config.entry_config.segments.append(segment)

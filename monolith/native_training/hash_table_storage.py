@@ -91,11 +91,11 @@ class EntryStorage(tf.Module):
                                   name="num_rows")
       self.vars: Dict[str, tf.Variable] = {}
       for col in self.columns:
-        self.vars[col.name] = tf.Variable(
-            tf.zeros(col.shape(capacity + 1), col.dtype),
-            shape=tf.TensorShape(col.shape(None)),
-            trainable=False,
-            name=col.name)
+        self.vars[col.name] = tf.Variable(tf.zeros(col.shape(capacity + 1),
+                                                   col.dtype),
+                                          shape=tf.TensorShape(col.shape(None)),
+                                          trainable=False,
+                                          name=col.name)
 
   @property
   def variables_in_order(self) -> List[tf.Variable]:

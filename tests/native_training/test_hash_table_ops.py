@@ -679,3 +679,21 @@ class ErrorsTest(tf.test.TestCase, parameterized.TestCase):
 
 if __name__ == "__main__":
   tf.test.main()
+
+
+class SumDuplicatesTest(tf.test.TestCase):
+
+  def test_sums_rows_of_equal_ids_like_numpy(self):
+    rng = np.random.default_rng(3)
+    ids = rng.integers(0, 7, size=50)
+    values = rng.normal(size=[50, 3]).astype(np.float32)
+    values[4, 1] = np.inf
+    unique, idx = np.unique(ids, return_inverse=True)
+    got = hash_table_ops.sum_duplicates(tf.constant(values),
+                                        tf.constant(idx, tf.int64),
+                                        tf.constant(len(unique), tf.int64))
+    want = np.zeros([len(unique), 3], np.float32)
+    for i, k in enumerate(idx):
+      want[k] += values[i]
+    self.assertAllClose(got, want, rtol=1e-6)
+    self.assertEqual(got.numpy()[idx[4], 1], np.inf)
