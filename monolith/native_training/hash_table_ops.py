@@ -125,7 +125,7 @@ class HashTable(BaseHashTable):
       raise TypeError("HashTable: config must be an "
                       "entry.HashTableConfigInstance, got "
                       f"{type(config).__name__}")
-    super().__init__(name=_module_name(name))
+    super().__init__(name=hash_table_segments.module_name(name))
     self._table_name = name
     self._config = config
     table_config = config.table_config
@@ -717,14 +717,6 @@ class HashTable(BaseHashTable):
           tf.concat([tf.cast(timestamps, tf.int64), [0]], 0)),
                                    read_value=False)
     return tf.group(replaced, latest)
-
-
-def _module_name(name: str) -> str:
-  """A valid `tf.Module` name derived from the table name."""
-  cleaned = "".join(c if (c.isalnum() or c == "_") else "_" for c in name)
-  if not cleaned or not (cleaned[0].isalpha() or cleaned[0] == "_"):
-    cleaned = "t_" + cleaned
-  return cleaned
 
 
 def hash_table_from_config(config: entry.HashTableConfigInstance,

@@ -236,3 +236,11 @@ def check_rows(ids: tf.Tensor, values, dim: int, where: str,
                                     message=msg)
   with tf.control_dependencies([check]):
     return tf.identity(values)
+
+
+def module_name(name: str) -> str:
+  """A valid `tf.Module` name derived from a table name."""
+  cleaned = "".join(c if (c.isalnum() or c == "_") else "_" for c in name)
+  if not cleaned or not (cleaned[0].isalpha() or cleaned[0] == "_"):
+    cleaned = "t_" + cleaned
+  return cleaned

@@ -74,6 +74,7 @@ import tensorflow as tf
 from monolith.native_training import entry
 from monolith.native_training import hash_table_checkpoint
 from monolith.native_training import hash_table_ops
+from monolith.native_training import hash_table_segments
 
 _SHARD_SUFFIX = ".ps-"
 # The graph collection where `tf.CriticalSection.execute` records executions.
@@ -116,22 +117,6 @@ def shard_basename(basename, index: int, num_shards: int):
   if isinstance(basename, str):
     return basename + suffix
   return tf.strings.join([basename, suffix])
-
-
-def _module_name(name: str) -> str:
-  """A valid `tf.Module` name derived from the table name."""
-  cleaned = "".join(c if (c.isalnum() or c == "_") else "_" for c in name)
-  if not cleaned or not (cleaned[0].isalpha() or cleaned[0] == "_"):
-    cleaned = "t_" + cleaned
-  return cleaned
-
-
-def _flat_ids(ids, where: str) -> tf.Tensor:
-  ids = tf.convert_to_tensor(ids)
-  if ids.dtype not in (tf.int64, tf.int32):
-    raise TypeError(f"{where}: ids must be int64 (or int32), got "
-                    f"{ids.dtype.name}")
-  return tf.reshape(tf.cast(ids, tf.int64), [-1])
 
 
 class ShardedHashTable(hash_table_ops.BaseHashTable):
@@ -199,7 +184,7 @@ class ShardedHashTable(hash_table_ops.BaseHashTable):
         raise ValueError(f"ShardedHashTable {name!r}: hash_filters must have "
                          f"num_shards={num_shards} entries, got "
                          f"{len(hash_filters)}")
-    super().__init__(name=_module_name(name))
+    super().__init__(name=hash_table_segments.module_name(name))
     self._table_name = name
     self._num_shards = num_shards
     self._devices = devices
@@ -390,7 +375,8 @@ class ShardedHashTable(hash_table_ops.BaseHashTable):
     """
     del use_multi_threads, enable_dedup
     with tf.name_scope(name or "lookup"):
-      ids = _flat_ids(ids, f"ShardedHashTable {self._table_name!r}.lookup")
+      ids = hash_table_segments.as_ids(
+          ids, f"ShardedHashTable {self._table_name!r}.lookup")
       unique, where = tf.unique(ids, out_idx=tf.int64)
       parts, positions, _ = self._partition(unique, [])
       rows = []
@@ -416,8 +402,8 @@ class ShardedHashTable(hash_table_ops.BaseHashTable):
       string `[len(ids)]`.
     """
     with tf.name_scope(name or "lookup_entry"):
-      ids = _flat_ids(ids,
-                      f"ShardedHashTable {self._table_name!r}.lookup_entry")
+      ids = hash_table_segments.as_ids(
+          ids, f"ShardedHashTable {self._table_name!r}.lookup_entry")
       parts, positions, _ = self._partition(ids, [])
       dumps = []
       for i, shard in enumerate(self._shards):
@@ -466,7 +452,8 @@ class ShardedHashTable(hash_table_ops.BaseHashTable):
   def _write(self, kind: str, ids, values, req_time, name: str, where: str,
              arg: str) -> "ShardedHashTable":
     with tf.name_scope(name):
-      ids = _flat_ids(ids, f"ShardedHashTable {self._table_name!r}.{where}")
+      ids = hash_table_segments.as_ids(
+          ids, f"ShardedHashTable {self._table_name!r}.{where}")
       values = self._check_rows(ids, values, where, arg)
       unique, idx = tf.unique(ids, out_idx=tf.int64)
       if kind == "assign":  # Later duplicates win.
@@ -558,8 +545,8 @@ class ShardedHashTable(hash_table_ops.BaseHashTable):
     """
     del use_multi_threads
     with tf.name_scope(name or "apply_gradients"):
-      ids = _flat_ids(ids,
-                      f"ShardedHashTable {self._table_name!r}.apply_gradients")
+      ids = hash_table_segments.as_ids(
+          ids, f"ShardedHashTable {self._table_name!r}.apply_gradients")
       grads = self._check_rows(ids, grads, "apply_gradients", "grads")
       if enable_dedup:
         ids, idx = tf.unique(ids, out_idx=tf.int64)
