@@ -31,8 +31,9 @@ from monolith.native_training import embedding_combiners
 from monolith.native_training import hash_table_ops
 
 
-def _dense(x, units, name, seed):
-  """A fully connected layer from plain TF1 variables."""
+def dense_layer(x, units, name, seed):
+  """A fully connected layer from plain TF1 variables (placed by the
+  current device scope, e.g. on a parameter server)."""
   with tf.compat.v1.variable_scope(name):
     kernel = tf.compat.v1.get_variable(
         "kernel", [int(x.shape[-1]), units],
@@ -120,10 +121,12 @@ def model_fn(args, specs, group_slots: List[List[str]]):
     if sides["user"] and sides["item"]:
       features.append(tf.add_n(sides["user"]) * tf.add_n(sides["item"]))
     features = tf.concat(features, axis=1)
-    hidden = tf.nn.relu(_dense(features, args.hidden_units, "dnn1", args.seed))
     hidden = tf.nn.relu(
-        _dense(hidden, max(1, args.hidden_units // 2), "dnn2", args.seed + 1))
-    logit = _dense(hidden, 1, "logit", args.seed + 2)[:, 0] + bias
+        dense_layer(features, args.hidden_units, "dnn1", args.seed))
+    hidden = tf.nn.relu(
+        dense_layer(hidden, max(1, args.hidden_units // 2), "dnn2",
+                    args.seed + 1))
+    logit = dense_layer(hidden, 1, "logit", args.seed + 2)[:, 0] + bias
     return {"logit": logit, "prob": tf.sigmoid(logit)}
 
   return forward

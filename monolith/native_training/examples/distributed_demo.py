@@ -45,6 +45,7 @@ from monolith.native_training import distributed
 from monolith.native_training import entry
 from monolith.native_training import sharded_hash_table
 from monolith.native_training.examples import click_log
+from monolith.native_training.examples import ctr_model
 
 _MODULE = "monolith.native_training.examples.distributed_demo"
 
@@ -164,8 +165,8 @@ def build_model(cluster: Dict[str, List[str]], args) -> Dict[str, object]:
     features = tf.concat(pooled +
                          [item * hist, item * tags, cats * hist, cats * tags],
                          axis=1)
-    hidden = tf.nn.relu(_dense(features, 32, "dnn", args.seed))
-    logit = _dense(hidden, 1, "logit", args.seed + 1)[:, 0]
+    hidden = tf.nn.relu(ctr_model.dense_layer(features, 32, "dnn", args.seed))
+    logit = ctr_model.dense_layer(hidden, 1, "logit", args.seed + 1)[:, 0]
     loss = tf.reduce_mean(
         tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logit))
     dense_vars = tf.compat.v1.trainable_variables()
@@ -179,17 +180,6 @@ def build_model(cluster: Dict[str, List[str]], args) -> Dict[str, object]:
     out["global_step"], out["table"] = global_step, table
     out["shard_sizes"] = table.shard_sizes()
   return out
-
-
-def _dense(x, units: int, name: str, seed: int) -> tf.Tensor:
-  """A fully connected layer of TF1 variables (placed on a PS)."""
-  with tf.compat.v1.variable_scope(name):
-    kernel = tf.compat.v1.get_variable(
-        "kernel", [int(x.shape[-1]), units],
-        initializer=tf.compat.v1.glorot_uniform_initializer(seed=seed))
-    bias = tf.compat.v1.get_variable(
-        "bias", [units], initializer=tf.compat.v1.zeros_initializer())
-  return tf.matmul(x, kernel) + bias
 
 
 def _feed(model, log: click_log.ClickLog, rows) -> Dict[object, np.ndarray]:
