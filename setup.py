@@ -111,7 +111,8 @@ setuptools.setup(
         "cpu": [f"tensorflow-cpu{_TF_RANGE}"],
         "gpu": [f"tensorflow[and-cuda]{_TF_RANGE}"],
         "test": [
-            "pytest>=7", "absl-py>=1.0", "yapf==0.43.0", "matplotlib>=3.5"
+            "pytest>=7", "pytest-xdist>=3", "absl-py>=1.0", "yapf==0.43.0",
+            "matplotlib>=3.5"
         ],
         "plot": ["matplotlib>=3.5"],
     },

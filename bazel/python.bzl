@@ -27,7 +27,14 @@ def py_test(**kwargs):
 
 _PYTEST_MAIN = "//bazel:pytest_main.py"
 
-def pytest_tests(name, srcs, deps = [], data = [], size = "medium", **kwargs):
+def pytest_tests(
+        name,
+        srcs,
+        deps = [],
+        data = [],
+        size = "medium",
+        slow = [],
+        **kwargs):
     """One pytest-driven `py_test` per file of `srcs`, and a test_suite of them.
 
     Each test is named after its file (`test_protos.py` -> `:test_protos`).
@@ -40,8 +47,14 @@ def pytest_tests(name, srcs, deps = [], data = [], size = "medium", **kwargs):
       deps: py_library targets the tests import.
       data: data files the tests read.
       size: Bazel test size of each test.
+      slow: files of `srcs` whose tests take tens of seconds (clusters,
+        subprocesses, whole demo runs); their tests get the tag "slow", so
+        `bazel test //... --test_tag_filters=-slow` (CI) skips them.
       **kwargs: passed to every py_test (tags, timeout, ...).
     """
+    for src in slow:
+        if src not in srcs:
+            fail("pytest_tests: slow file {} is not in srcs".format(src))
     orphans = native.glob(["*/**/test_*.py"])
     if orphans:
         fail(("{} are in directories without a BUILD.bazel, so Bazel would " +
@@ -49,6 +62,7 @@ def pytest_tests(name, srcs, deps = [], data = [], size = "medium", **kwargs):
               "tests/native_training/BUILD.bazel.").format(
             [native.package_name() + "/" + orphan for orphan in orphans],
         ))
+    tags = kwargs.pop("tags", [])
     tests = []
     for src in srcs:
         if not src.endswith(".py"):
@@ -63,6 +77,7 @@ def pytest_tests(name, srcs, deps = [], data = [], size = "medium", **kwargs):
             python_version = "PY3",
             size = size,
             deps = deps,
+            tags = tags + (["slow"] if src in slow else []),
             **kwargs
         )
         tests.append(test_name)
@@ -71,7 +86,7 @@ def pytest_tests(name, srcs, deps = [], data = [], size = "medium", **kwargs):
         tests = tests,
     )
 
-def pytest_package(parent, data = [], size = "medium", **kwargs):
+def pytest_package(parent, data = [], size = "medium", slow = [], **kwargs):
     """The BUILD content of a test directory below `tests/`.
 
     Defines `:package` (its `__init__.py`, conftest and helper modules, on top
@@ -82,6 +97,7 @@ def pytest_package(parent, data = [], size = "medium", **kwargs):
       parent: the `:package` library of the enclosing test directory.
       data: extra data files the tests read.
       size: Bazel test size of each test.
+      slow: test files tagged "slow" (see `pytest_tests`).
       **kwargs: passed to every py_test.
     """
     py_library(
@@ -98,6 +114,7 @@ def pytest_package(parent, data = [], size = "medium", **kwargs):
         srcs = native.glob(["test_*.py"]),
         data = data + ["//tests:data"],
         size = size,
+        slow = slow,
         deps = [
             ":package",
             "//:monolith_tf",
