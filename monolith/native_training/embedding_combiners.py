@@ -52,7 +52,7 @@ Formulations and TF ops:
 * Row id / position of every id (never `RaggedTensor.value_rowids()`, which
   builds a `[nrows, longest row]` mask -- milliseconds on skewed batches):
   - CPU: `RaggedTensorToSparse` (one O(num_ids) pass over the row splits)
-    + `StridedSlice`.
+    + `StridedSlice`; for large pooled batches one per half of the rows.
   - GPU, XLA: `UnsortedSegmentSum` of ones at `row_splits[1:-1]` + `Cumsum`
     (a cumulative histogram of the row boundaries); positions
     `Range - GatherV2(row_splits, row_ids)`.
@@ -64,7 +64,12 @@ Formulations and TF ops:
     costs no more than the sum; for the sqrt-n `SegmentSum`, then a `Mul` of
     the `[nrows, dim]` sums by `Rsqrt(max(row length, 1))` (cheaper than
     `SparseSegmentSqrtN`, which is slower than `SegmentSum` by more than
-    that).
+    that). These kernels are single-threaded, so when num_ids * (dim + 24)
+    is at least 2M (and the process may use 2 CPUs or more), each half of
+    the rows gets its own row ids and kernel, run in parallel by the
+    inter-op threads, and a `ConcatV2` joins them. Whole or halves is
+    decided from static shapes when they are known, else at run time (a
+    `Cond` in functions, a `Switch` / `Merge` in TF1 graphs).
   - GPU: `SegmentSum` + `Pad`, then `RealDiv` by the row divisor.
   - XLA: `UnsortedSegmentSum(num_segments=nrows)`, then `RealDiv`.
   A 0-row batch: TF 2.21's Grappler turns a `Mul` by an all-ones constant
@@ -78,7 +83,11 @@ Formulations and TF ops:
 * `weights`: `Mul` of the embedding by the weights, summed per row as above,
   the (squared) weights summed per row, `Sqrt`, `DivNoNan`.
 * `FirstN`:
-  - CPU: `RaggedTensorToTensor` (shape `[nrows, n, dim]`, truncating); custom
+  - CPU: `RaggedTensorToTensor` (shape `[nrows, n, dim]`, truncating); for
+    outputs of 32 MiB or more (and 2 CPUs or more; decided like the halves
+    above), a `GatherV2` from the embedding with a zero row
+    appended (`ConcatV2`) at `row_start + k`, or at the zero row where
+    `k >= row length`: it writes the output on all intra-op threads. Custom
     gradient: `GatherV2` of the output gradient at `row_id * n + position`,
     where ids at position >= n gather an appended zero row (`ConcatV2`),
     skipped when no row is longer than n (`Max`): a `Cond` in functions, a
@@ -88,7 +97,8 @@ Formulations and TF ops:
   - GPU, other XLA: `UnsortedSegmentSum` into `[nrows * n + 1, dim]` (ids at
     position >= n go to the last slot, dropped by a `StridedSlice`), `Reshape`;
     the same gather gradient (always with the zero row).
-  Memory is O(nrows * n * dim + num_ids) in every formulation.
+  Memory is O(nrows * n * dim + num_ids) in every formulation, plus a copy
+  of the embedding (num_ids * dim) in the CPU gather of large outputs.
 * Half types (float16, bfloat16): `Cast` to float32 around the sums.
 * The run-time `Assert`s (raw `Assert` ops: `tf.debugging.Assert` would add a
   `Cond`), with `Identity` ops carrying the control dependency.
@@ -96,6 +106,7 @@ Formulations and TF ops:
 
 import abc
 import contextlib
+import os
 import threading
 from typing import NamedTuple, Optional, Tuple, Union
 
@@ -207,12 +218,11 @@ class _PoolingCombiner(Combiner):
       compute_dtype = tf.float32 if p.embedding.dtype in _HALF_TYPES else (
           p.embedding.dtype)
       values = tf.cast(p.embedding, compute_dtype)
-      row_ids = _row_ids(p)
       if weights is None:
-        out = _pool(values, row_ids, p, self._REDUCTION)
+        out, _ = _pool(values, p, self._REDUCTION)
       else:
         w = _prepare_weights(weights, key, p, compute_dtype, self._NAME)
-        summed = _pool(values * w[:, None], row_ids, p, "sum")
+        summed, row_ids = _pool(values * w[:, None], p, "sum")
         out = self._weighted(summed, w, row_ids, p)
       out = tf.cast(out, p.embedding.dtype)
       if not tf.executing_eagerly():
@@ -296,7 +306,8 @@ class ReduceSqrtN(_PoolingCombiner):
 class FirstN(Combiner):
   """Keeps the first `seq_length` embeddings of each row, zero-padded.
 
-  Memory is O(nrows * seq_length * dim) however long the longest row is.
+  Memory is O(nrows * seq_length * dim + num_ids * dim) however long the
+  longest row is.
 
   Args:
     seq_length: number of embeddings kept per row, a positive int.
@@ -393,7 +404,7 @@ class FirstN(Combiner):
       if p.kind == _XLA and static_ids is not None and static_ids > 0:
         out = _first_n_xla_gather(p, n)
       elif p.kind == _CPU:
-        out = _first_n_ragged_to_tensor(p, n)
+        out = _first_n_cpu(p, n)
       else:
         out = _first_n_portable(p, n)
       if not tf.executing_eagerly():
@@ -709,17 +720,6 @@ def _row_lengths(p):
   return p.splits[1:] - p.splits[:-1]
 
 
-def _row_ids(p):
-  """Row id of every id, `[num_ids]` int, O(num_ids + nrows).
-
-  Never `RaggedTensor.value_rowids()`, which builds a `[nrows, longest row]`
-  mask (milliseconds on skewed batches).
-  """
-  if p.kind == _CPU:
-    return _ragged_indices(p)[0]
-  return _portable_row_ids(p)
-
-
 def _ragged_indices(p):
   """CPU: `(row id, position in row)` of every id, int64, one kernel.
 
@@ -736,6 +736,9 @@ def _ragged_indices(p):
 
 def _portable_row_ids(p):
   """XLA/GPU: row ids as a cumulative histogram of the row boundaries.
+
+  O(num_ids + nrows); never `RaggedTensor.value_rowids()`, which builds a
+  `[nrows, longest row]` mask (milliseconds on skewed batches).
 
   `row_ids[j]` is the number of row boundaries `row_splits[1:-1]` that are
   `<= j`: `UnsortedSegmentSum` of ones then `Cumsum` (CPU, GPU and XLA
@@ -793,32 +796,39 @@ def _row_divisor(p, reduction, dtype):
   return lengths[:, None]
 
 
-def _pool(values, row_ids, p, reduction):
+def _pool(values, p, reduction):
   """Reduces `values` `[num_ids, dim]` per row: "sum", "mean" or "sqrtn".
 
   One custom gradient whatever the formulation: the output gradient
   (divided by the row divisor for "mean" / "sqrtn") gathered at the row ids.
+
+  Returns:
+    `(pooled [nrows, dim], row ids [num_ids])`.
   """
+  # The row ids: computed by the CPU forward itself (per half of the rows),
+  # beforehand otherwise.
+  row_ids = [None if p.kind == _CPU else _portable_row_ids(p)]
 
   def grad(dy):
     if reduction != "sum":
       dy = dy / _row_divisor(p, reduction, dy.dtype)
-    return tf.gather(dy, row_ids)
+    return tf.gather(dy, row_ids[0])
 
   @tf.custom_gradient
   def pool(v):
     if p.kind == _CPU:
-      out = _cpu_segment_reduce(v, row_ids, p, reduction)
+      out, row_ids[0] = _cpu_pool(v, p, reduction)
     else:
       if p.kind == _XLA:
-        out = tf.math.unsorted_segment_sum(v, row_ids, p.nrows)
+        out = tf.math.unsorted_segment_sum(v, row_ids[0], p.nrows)
       else:
-        out = _padded_segment_sum(v, row_ids, p.nrows)
+        out = _padded_segment_sum(v, row_ids[0], p.nrows)
       if reduction != "sum":
         out = out / _row_divisor(p, reduction, out.dtype)
     return out, _input_grad_only(grad)
 
-  return pool(values)
+  out = pool(values)
+  return out, row_ids[0]
 
 
 def _sum_per_row(w, row_ids, p):
@@ -846,7 +856,69 @@ def _padded_segment_sum(values, row_ids, nrows):
   return _pad_rows(tf.math.segment_sum(values, row_ids), nrows)
 
 
-def _cpu_segment_reduce(values, row_ids, p, reduction):
+# The CPU pooling splits the rows in two halves reduced in parallel (the
+# segment kernels and `RaggedTensorToSparse` are single-threaded) when the
+# work, num_ids * (dim + 24), is at least this: below it, the extra ops and
+# the hand-over to a second thread cost more than the half saved (measured
+# with benchmarks/combiners.py on 2 cores: workload c, 0.9M, is slower
+# halved; b, 4M, and a, 7M, take 0.6x as long).
+_MIN_PARALLEL_WORK = 1 << 21
+
+
+def _cpu_count() -> int:
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:  # pragma: no cover - not on Linux.
+    return os.cpu_count() or 1
+
+
+def _cpu_pool(values, p, reduction):
+  """CPU pooling: `(pooled [nrows, dim], row ids [num_ids] int64)`.
+
+  Small batches (or one CPU): one `RaggedTensorToSparse` for the row ids and
+  one sorted-segment kernel (`_cpu_segment_reduce`). Large ones: the same
+  for each half of the rows, the two halves running in parallel on the
+  inter-op threads, then `ConcatV2` of the two results; a `Cond` (a
+  `Switch` / `Merge` in TF1 graphs) picks one of the two at run time.
+  """
+
+  def whole(values, splits, key_values):
+    row_ids = _sparse_row_ids(splits, key_values)
+    return _cpu_segment_reduce(values, row_ids, splits, reduction), row_ids
+
+  def halves(values, splits, key_values):
+    half = _nrows(splits) // 2
+    mid = splits[half]
+    first, second = splits[:half + 1], splits[half:] - mid
+    ids_first = _sparse_row_ids(first, key_values[:mid])
+    ids_second = _sparse_row_ids(second, key_values[mid:])
+    out = tf.concat([
+        _cpu_segment_reduce(values[:mid], ids_first, first, reduction),
+        _cpu_segment_reduce(values[mid:], ids_second, second, reduction)
+    ], 0)
+    return out, tf.concat([ids_first, ids_second + tf.cast(half, tf.int64)], 0)
+
+  inputs = (values, p.splits, p.key_values)
+  if _cpu_count() < 2:
+    return whole(*inputs)
+  nvals, dim = values.shape
+  if p.static_nrows is not None and nvals is not None and dim is not None:
+    big = p.static_nrows >= 2 and nvals * (dim + 24) >= _MIN_PARALLEL_WORK
+    return halves(*inputs) if big else whole(*inputs)
+  shape = tf.shape(values, out_type=tf.int64)
+  big = tf.logical_and(shape[0] * (shape[1] + 24) >= _MIN_PARALLEL_WORK, p.nrows
+                       >= 2)
+  return _cond(big, inputs, halves, whole)
+
+
+def _sparse_row_ids(splits, key_values):
+  """CPU: the row id of every id, int64, by `RaggedTensorToSparse`."""
+  indices, _, _ = tf.raw_ops.RaggedTensorToSparse(rt_nested_splits=[splits],
+                                                  rt_dense_values=key_values)
+  return indices[:, 0]
+
+
+def _cpu_segment_reduce(values, row_ids, splits, reduction):
   """CPU: one sorted-segment kernel, padded for the trailing empty rows.
 
   `SegmentSum`, or `SegmentMean` (which divides as it reduces: the mean
@@ -861,11 +933,12 @@ def _cpu_segment_reduce(values, row_ids, p, reduction):
   single-threaded, but on a shared machine the halves rarely find a free
   core, and their extra ops then cost more than they save.
   """
+  nrows = _nrows(splits)
   if reduction == "mean":
-    return _pad_rows(tf.math.segment_mean(values, row_ids), p.nrows)
-  out = _pad_rows(tf.math.segment_sum(values, row_ids), p.nrows)
+    return _pad_rows(tf.math.segment_mean(values, row_ids), nrows)
+  out = _pad_rows(tf.math.segment_sum(values, row_ids), nrows)
   if reduction == "sqrtn":
-    lengths = tf.maximum(tf.cast(_row_lengths(p), values.dtype), 1)
+    lengths = tf.maximum(tf.cast(splits[1:] - splits[:-1], values.dtype), 1)
     out = out * tf.math.rsqrt(lengths)[:, None]
   return out
 
@@ -913,23 +986,64 @@ def _cond(pred, inputs, true_fn, false_fn):
   switched = [tf.raw_ops.Switch(data=x, pred=pred) for x in inputs]
   out_false = false_fn(*[s.output_false for s in switched])
   out_true = true_fn(*[s.output_true for s in switched])
+  if isinstance(out_false, tuple):
+    return tuple(
+        tf.raw_ops.Merge(inputs=[f, t]).output
+        for f, t in zip(out_false, out_true))
   return tf.raw_ops.Merge(inputs=[out_false, out_true]).output
 
 
-def _first_n_ragged_to_tensor(p, n):
-  """FirstN as one `RaggedTensorToTensor` (CPU), gather gradient."""
+# CPU FirstN outputs of at least this many bytes are gathered (GatherV2 copies
+# rows on all intra-op threads) instead of written by RaggedTensorToTensor (one
+# thread). Below it, the one-thread kernel is faster than gathering from the
+# embedding plus a zero row (which copies the embedding); above it, where each
+# output is new memory from the OS (glibc's largest mmap threshold is 32 MiB)
+# and page faults dominate, the gather takes ~0.6x as long
+# (benchmarks/combiners.py, FirstN(50) on workload a: 52 MB).
+_FIRST_N_GATHER_MIN_BYTES = 32 << 20
 
-  @tf.custom_gradient
-  def first_n(emb):
-    rt = tf.RaggedTensor.from_row_splits(emb, p.splits, validate=False)
+
+def _first_n_cpu(p, n):
+  """CPU FirstN: `RaggedTensorToTensor`, or a gather for large outputs.
+
+  Gradient: `_first_n_grad`'s gather of the output gradient.
+  """
+
+  def to_tensor(emb, splits):
+    rt = tf.RaggedTensor.from_row_splits(emb, splits, validate=False)
     # A known dim matters: with -1 the kernel is ~25% slower.
     dim = p.static_dim
     if dim is None:
-      dim = tf.shape(emb, out_type=p.splits.dtype)[1]
-      shape = tf.stack([tf.constant(-1, p.splits.dtype), n, dim])
+      dim = tf.shape(emb, out_type=splits.dtype)[1]
+      shape = tf.stack([tf.constant(-1, splits.dtype), n, dim])
     else:
       shape = [None, n, dim]
-    out = rt.to_tensor(shape=shape)
+    return rt.to_tensor(shape=shape)
+
+  def gather(emb, splits):
+    # Position k of row r is embedding row splits[r] + k, or the zero row
+    # appended at index num_ids when k >= the row's length.
+    starts = splits[:-1]
+    positions = tf.range(n, dtype=splits.dtype)
+    valid = positions[None, :] < (splits[1:] - starts)[:, None]
+    zero_row = tf.shape(emb, out_type=splits.dtype)[0]
+    index = tf.where(valid, starts[:, None] + positions[None, :], zero_row)
+    return tf.gather(tf.concat([emb, tf.zeros_like(emb[:1])], 0), index)
+
+  @tf.custom_gradient
+  def first_n(emb):
+    row_bytes = n * emb.dtype.size
+    if _cpu_count() < 2:
+      out = to_tensor(emb, p.splits)
+    elif p.static_nrows is not None and p.static_dim is not None:
+      big = p.static_nrows * row_bytes * p.static_dim >= (
+          _FIRST_N_GATHER_MIN_BYTES)
+      out = gather(emb, p.splits) if big else to_tensor(emb, p.splits)
+    else:
+      out_bytes = (tf.cast(p.nrows, tf.int64) * row_bytes *
+                   tf.shape(emb, out_type=tf.int64)[1])
+      out = _cond(out_bytes >= _FIRST_N_GATHER_MIN_BYTES, (emb, p.splits),
+                  gather, to_tensor)
     return out, _input_grad_only(lambda dy: _first_n_grad(dy, p, n))
 
   return first_n(p.embedding)
