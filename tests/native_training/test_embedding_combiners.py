@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from monolith.native_training import _tf_compat
+from monolith.native_training import embedding_combiner_ops as combiner_ops
 from monolith.native_training import embedding_combiners as ec
 from tests.native_training import combiner_reference as cref
 
@@ -246,7 +247,7 @@ class CombinerTest(tf.test.TestCase, parameterized.TestCase):
   def test_gpu_formulation_on_cpu(self, kind, splits_dtype):
     """The GPU formulation (forced on the CPU) gives the same results."""
     lengths, emb, cot = self._random_case(kind, tf.float32, seed=21)
-    with mock.patch.object(ec, "_gpu_available", lambda: True):
+    with mock.patch.object(combiner_ops, "_gpu_available", lambda: True):
       for mode in ("eager", "function", "graph"):
         out, grad = cref.run_combiner(mode, cref.plain_combine(kind), lengths,
                                       emb, cot, tf.float32, splits_dtype)
@@ -571,8 +572,8 @@ class CombinerTest(tf.test.TestCase, parameterized.TestCase):
     def no_call():
       raise AssertionError("GPU visibility asked although the device is known")
 
-    cpu, gpu, xla = ec._CPU, ec._GPU, ec._XLA  # pylint: disable=protected-access
-    select = ec._select_formulation  # pylint: disable=protected-access
+    cpu, gpu, xla = combiner_ops.CPU, combiner_ops.GPU, combiner_ops.XLA  # pylint: disable=protected-access
+    select = combiner_ops._select_formulation  # pylint: disable=protected-access
     cases = [
         # in_xla, portable, device type, GPU visible -> kind, checks
         ((True, False, None, no_call), (xla, False)),
@@ -592,7 +593,7 @@ class CombinerTest(tf.test.TestCase, parameterized.TestCase):
   @parameterized.parameters(*_COMBINERS)
   def test_placement_decides_the_formulation(self, kind):
     """On a (pretend) GPU machine, ops pinned to a CPU get the CPU ops."""
-    with mock.patch.object(ec, "_gpu_available", lambda: True):
+    with mock.patch.object(combiner_ops, "_gpu_available", lambda: True):
       with tf.Graph().as_default():
         key = tf.compat.v1.ragged.placeholder(tf.int64, 1, [])
         emb = tf.compat.v1.placeholder(tf.float32, [None, 4])
@@ -610,18 +611,18 @@ class CombinerTest(tf.test.TestCase, parameterized.TestCase):
       self.assertNotIn("RaggedTensorToTensor", free_types)
       # Eager: the device scope of the eager context.
       chosen = []
-      select = ec._select_formulation  # pylint: disable=protected-access
+      select = combiner_ops._select_formulation  # pylint: disable=protected-access
 
       def spy(*args):
         chosen.append(select(*args).kind)
         return select(*args)
 
       key = tf.RaggedTensor.from_row_lengths(tf.range(3), [2, 1])
-      with mock.patch.object(ec, "_select_formulation", spy):
+      with mock.patch.object(combiner_ops, "_select_formulation", spy):
         with tf.device("/CPU:0"):
           cref.make_combiner(kind).combine(key, tf.ones([3, 2]))
         cref.make_combiner(kind).combine(key, tf.ones([3, 2]))
-      self.assertEqual(chosen, [ec._CPU, ec._GPU])  # pylint: disable=protected-access
+      self.assertEqual(chosen, [combiner_ops.CPU, combiner_ops.GPU])  # pylint: disable=protected-access
 
   @parameterized.parameters(*_COMBINERS)
   def test_row_ids_do_not_depend_on_the_longest_row(self, kind):

@@ -2,7 +2,7 @@
 
 On a machine with 2 CPUs or more:
 
-* pooling takes the "halves" branch of `embedding_combiners._cpu_pool` for
+* pooling takes the "halves" branch of `embedding_combiner_ops._cpu_pool` for
   large batches: each half of the rows gets its own row ids
   (`RaggedTensorToSparse`) and segment kernel, and the two results are joined;
 * FirstN gathers large outputs from the embedding plus a zero row instead of
@@ -21,6 +21,7 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
+from monolith.native_training import embedding_combiner_ops as combiner_ops
 from monolith.native_training import embedding_combiners as ec
 from tests.native_training import combiner_reference as cref
 
@@ -49,7 +50,7 @@ def _splits_dtype(layout):
 def _forced(always, cpus=2):
   """Patches the thresholds (0: always halves / gather) and the CPU count."""
   threshold = 0 if always else 1 << 62
-  return mock.patch.multiple(ec,
+  return mock.patch.multiple(combiner_ops,
                              _MIN_PARALLEL_WORK=threshold,
                              _FIRST_N_GATHER_MIN_BYTES=threshold,
                              _cpu_count=lambda: cpus)
@@ -114,10 +115,11 @@ class ParallelHalvesTest(tf.test.TestCase, parameterized.TestCase):
     lengths = rng.integers(0, 41, 2048)
     lengths[-3:] = 0
     dim = 48
-    self.assertGreaterEqual(lengths.sum() * (dim + 24), ec._MIN_PARALLEL_WORK)  # pylint: disable=protected-access
+    self.assertGreaterEqual(lengths.sum() * (dim + 24),
+                            combiner_ops._MIN_PARALLEL_WORK)  # pylint: disable=protected-access
     emb = cref.round_to(rng.standard_normal((lengths.sum(), dim)), tf.float32)
     cot = rng.standard_normal((len(lengths), dim))
-    with mock.patch.object(ec, "_cpu_count", lambda: 2), \
+    with mock.patch.object(combiner_ops, "_cpu_count", lambda: 2), \
         mock.patch.object(cref, "DIM", dim):
       out, grad = cref.run_combiner(mode, cref.plain_combine("mean"), lengths,
                                     emb, cot, tf.float32)
@@ -200,10 +202,10 @@ class FirstNGatherTest(tf.test.TestCase, parameterized.TestCase):
     lengths[-2:] = 0
     dim, n = 64, 64
     self.assertGreaterEqual(
-        len(lengths) * n * dim * 4, ec._FIRST_N_GATHER_MIN_BYTES)  # pylint: disable=protected-access
+        len(lengths) * n * dim * 4, combiner_ops._FIRST_N_GATHER_MIN_BYTES)  # pylint: disable=protected-access
     emb = cref.round_to(rng.standard_normal((lengths.sum(), dim)), tf.float32)
     cot = cref.round_to(rng.standard_normal((len(lengths), n, dim)), tf.float32)
-    with mock.patch.object(ec, "_cpu_count", lambda: 2), \
+    with mock.patch.object(combiner_ops, "_cpu_count", lambda: 2), \
         mock.patch.object(cref, "DIM", dim):
       out, grad = cref.run_combiner(mode, cref.plain_combine(f"first{n}"),
                                     lengths, emb, cot, tf.float32)

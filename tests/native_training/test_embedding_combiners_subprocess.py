@@ -20,6 +20,7 @@ from unittest import mock
 import numpy as np
 import tensorflow as tf
 
+from monolith.native_training import embedding_combiner_ops as combiner_ops
 from monolith.native_training import embedding_combiners as ec
 
 _DIM = 5
@@ -107,7 +108,8 @@ def _check(combiner_name, lengths, results):
 def _case(combiner_name, mode, formulation, lengths):
   """Runs one combiner on one batch without ids, every loss kind."""
   portable = formulation == "portable"
-  with mock.patch.object(ec, "_gpu_available", lambda: formulation == "gpu"):
+  with mock.patch.object(combiner_ops, "_gpu_available",
+                         lambda: formulation == "gpu"):
     if mode == "graph":
       results = _run_graph(combiner_name, portable, lengths)
     elif mode == "function_constant_key":
