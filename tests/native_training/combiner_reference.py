@@ -222,3 +222,34 @@ def plain_combine(kind):
 def weighted_combine(kind):
   combiner = make_combiner(kind)
   return lambda key, emb, w: combiner.combine(key, emb, weights=w)
+
+
+def assert_matches_numpy(test,
+                         kind,
+                         lengths,
+                         emb,
+                         cot,
+                         out,
+                         grad,
+                         weights=None,
+                         tol=1e-5):
+  """Checks a combiner's output and gradient against the NumPy references.
+
+  Args:
+    test: the `tf.test.TestCase` making the assertions.
+    kind: "sum", "mean", "sqrtn" or "firstN".
+    lengths: row lengths.
+    emb: float64 embedding the combiner was given.
+    cot: float64 cotangent of the output the gradient was taken with.
+    out: the combiner's output, as returned by `run_combiner`.
+    grad: its gradient w.r.t. the embedding, as returned by `run_combiner`.
+    weights: the per-id weights, if any.
+    tol: relative and absolute tolerance.
+  """
+  want = np_combine(kind, lengths, emb, weights)
+  test.assertEqual(out.shape, want.shape)
+  test.assertAllClose(out, want, rtol=tol, atol=tol)
+  test.assertAllClose(grad,
+                      np_grad(kind, lengths, emb, cot, weights),
+                      rtol=tol,
+                      atol=tol)

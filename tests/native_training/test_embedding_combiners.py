@@ -111,12 +111,7 @@ class CombinerTest(tf.test.TestCase, parameterized.TestCase):
     cot = rng.standard_normal(ref.shape)
     out, grad = cref.run_combiner(mode, cref.plain_combine(kind), lengths, emb,
                                   cot, tf.float32)
-    self.assertEqual(out.shape, ref.shape)
-    self.assertAllClose(out, ref, rtol=1e-5, atol=1e-5)
-    self.assertAllClose(grad,
-                        cref.np_grad(kind, lengths, emb, cot),
-                        rtol=1e-5,
-                        atol=1e-5)
+    cref.assert_matches_numpy(self, kind, lengths, emb, cot, out, grad)
 
   @parameterized.product(kind=_COMBINERS, splits_dtype=(tf.int32, tf.int64))
   def test_unknown_embedding_dim_in_graph_mode(self, kind, splits_dtype):

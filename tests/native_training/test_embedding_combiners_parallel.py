@@ -76,12 +76,7 @@ class ParallelHalvesTest(tf.test.TestCase, parameterized.TestCase):
     with _forced(always=True):
       out, grad = cref.run_combiner(mode, cref.plain_combine(kind), lengths,
                                     emb, cot, tf.float32, splits_dtype)
-    self.assertEqual(out.shape, want.shape)
-    self.assertAllClose(out, want, rtol=1e-5, atol=1e-5)
-    self.assertAllClose(grad,
-                        cref.np_grad(kind, lengths, emb, cot),
-                        rtol=1e-5,
-                        atol=1e-5)
+    cref.assert_matches_numpy(self, kind, lengths, emb, cot, out, grad)
 
   @parameterized.product(kind=_POOLING,
                          mode=_MODES,
