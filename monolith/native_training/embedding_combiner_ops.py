@@ -43,7 +43,7 @@ Formulations and TF ops:
   - CPU: `RaggedTensorToTensor` (shape `[nrows, n, dim]`, truncating); for
     outputs of 32 MiB or more (and 2 CPUs or more; decided like the halves
     above), a `GatherV2` from the embedding with a zero row
-    appended (`ConcatV2`) at `row_start + k`, or at the zero row where
+    appended (`Pad`) at `row_start + k`, or at the zero row where
     `k >= row length`: it writes the output on all intra-op threads. Custom
     gradient: `GatherV2` of the output gradient at `row_id * n + position`,
     where ids at position >= n gather an appended zero row (`ConcatV2`),
@@ -479,7 +479,7 @@ def pool(values, p, reduction):
     return tf.gather(dy, row_ids[0])
 
   @tf.custom_gradient
-  def pool(v):
+  def pooled(v):
     if p.kind == CPU:
       out, row_ids[0] = _cpu_pool(v, p, reduction)
     else:
@@ -491,7 +491,7 @@ def pool(values, p, reduction):
         out = out / _row_divisor(p, reduction, out.dtype)
     return out, _input_grad_only(grad)
 
-  out = pool(values)
+  out = pooled(values)
   return out, row_ids[0]
 
 
@@ -542,8 +542,9 @@ def _cpu_pool(values, p, reduction):
   Small batches (or one CPU): one `RaggedTensorToSparse` for the row ids and
   one sorted-segment kernel (`_cpu_segment_reduce`). Large ones: the same
   for each half of the rows, the two halves running in parallel on the
-  inter-op threads, then `ConcatV2` of the two results; a `Cond` (a
-  `Switch` / `Merge` in TF1 graphs) picks one of the two at run time.
+  inter-op threads, then `ConcatV2` of the two results. Static shapes pick
+  one of the two while the graph is built; without them a `Cond` (a
+  `Switch` / `Merge` in TF1 graphs) picks it at run time.
   """
 
   def whole(values, splits, key_values):
@@ -570,8 +571,8 @@ def _cpu_pool(values, p, reduction):
     big = p.static_nrows >= 2 and nvals * (dim + 24) >= _MIN_PARALLEL_WORK
     return halves(*inputs) if big else whole(*inputs)
   shape = tf.shape(values, out_type=tf.int64)
-  big = tf.logical_and(shape[0] * (shape[1] + 24) >= _MIN_PARALLEL_WORK, p.nrows
-                       >= 2)
+  work = shape[0] * (shape[1] + 24)
+  big = tf.logical_and(work >= _MIN_PARALLEL_WORK, p.nrows >= 2)
   return _cond(big, inputs, halves, whole)
 
 
@@ -692,7 +693,9 @@ def first_n_cpu(p, n):
     valid = positions[None, :] < (splits[1:] - starts)[:, None]
     zero_row = tf.shape(emb, out_type=splits.dtype)[0]
     index = tf.where(valid, starts[:, None] + positions[None, :], zero_row)
-    return tf.gather(tf.concat([emb, tf.zeros_like(emb[:1])], 0), index)
+    # Pad, not a concat of `zeros_like(emb[:1])`: that has no row when
+    # there are no ids.
+    return tf.gather(tf.pad(emb, [[0, 1], [0, 0]]), index)
 
   @tf.custom_gradient
   def first_n(emb):

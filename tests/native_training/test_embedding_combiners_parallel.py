@@ -31,6 +31,7 @@ _MODES = ("eager", "function", "graph")
 # either side of it, one or two rows, trailing empty rows.
 _LAYOUTS = {
     "empty_batch": [],
+    "no_ids": [0, 0, 0],
     "one_row": [4],
     "two_rows": [3, 2],
     "first_half_empty": [0, 0, 3, 1],
