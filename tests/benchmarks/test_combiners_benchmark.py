@@ -8,19 +8,15 @@ CI log does not look broken) and never picked as the best baseline. A few
 pure helpers are tested in-process.
 """
 
-import importlib.util
-import json
 import os
-import pathlib
-import subprocess
 import sys
-import tempfile
 
 import numpy as np
 import tensorflow as tf
 
-_ROOT = pathlib.Path(__file__).resolve().parents[2]
-_SCRIPT = _ROOT / "benchmarks" / "combiners.py"
+from tests.benchmarks import quick_run
+
+_SCRIPT = quick_run.ROOT / "benchmarks" / "combiners.py"
 
 _CASE_KEYS = {
     "workload", "op", "mode", "exec", "floor_bytes", "floor_ms", "overhead_ms",
@@ -36,47 +32,13 @@ _SUMMARY_KEYS = {
 
 
 def _load_benchmark_module():
-  spec = importlib.util.spec_from_file_location("combiners_benchmark", _SCRIPT)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return quick_run.load_script(_SCRIPT, "combiners_benchmark")
 
 
-class QuickRunTest(tf.test.TestCase):
+class QuickRunTest(quick_run.QuickRunTestCase):
   """Runs `combiners.py --quick --json` once and inspects the result."""
 
-  @classmethod
-  def setUpClass(cls):
-    super().setUpClass()
-    cls._tmp = tempfile.TemporaryDirectory()
-    path = os.path.join(cls._tmp.name, "out.json")
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run(
-        [sys.executable,
-         str(_SCRIPT), "--quick", "--json", path],
-        cwd=str(_ROOT),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False)
-    cls.proc = proc
-    cls.result = None
-    if proc.returncode == 0 and os.path.exists(path):
-      with open(path) as f:
-        cls.result = json.load(f)
-
-  @classmethod
-  def tearDownClass(cls):
-    cls._tmp.cleanup()
-    super().tearDownClass()
-
-  def setUp(self):
-    super().setUp()
-    self.assertEqual(
-        self.proc.returncode, 0, "benchmark failed:\n%s\n%s" %
-        (self.proc.stdout[-3000:], self.proc.stderr[-3000:]))
-    self.assertIsNotNone(self.result)
+  SCRIPT = _SCRIPT
 
   def test_prints_table_and_summary(self):
     out = self.proc.stdout

@@ -8,21 +8,16 @@ helpers (the Zipf sampler, the id bijection, the NumPy reference and the
 correctness check, which must reject a wrong variant) are tested in-process.
 """
 
-import importlib.util
-import json
 import math
 import os
-import pathlib
-import subprocess
-import sys
-import tempfile
 
 from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
-_ROOT = pathlib.Path(__file__).resolve().parents[2]
-_SCRIPT = _ROOT / "benchmarks" / "hash_table.py"
+from tests.benchmarks import quick_run
+
+_SCRIPT = quick_run.ROOT / "benchmarks" / "hash_table.py"
 
 _CASE_KEYS = {"dim", "optimizer", "exec", "variants", "train", "lookup"}
 _VARIANT_KEYS = {
@@ -35,52 +30,23 @@ _SUMMARY_KEYS = {
 
 
 def _load_benchmark_module():
-  spec = importlib.util.spec_from_file_location("hash_table_benchmark", _SCRIPT)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return quick_run.load_script(_SCRIPT, "hash_table_benchmark")
 
 
-class QuickRunTest(tf.test.TestCase):
+class QuickRunTest(quick_run.QuickRunTestCase):
   """Runs `hash_table.py --quick --json --plot` once and inspects the result."""
 
+  SCRIPT = _SCRIPT
+
   @classmethod
-  def setUpClass(cls):
-    super().setUpClass()
-    cls._tmp = tempfile.TemporaryDirectory()
-    path = os.path.join(cls._tmp.name, "out.json")
-    cls.plot = os.path.join(cls._tmp.name, "out.png")
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
-    argv = [sys.executable, str(_SCRIPT), "--quick", "--json", path]
+  def extra_args(cls, tmpdir):
     try:
       import matplotlib  # pylint: disable=g-import-not-at-top,unused-import
-      argv += ["--plot", cls.plot]
     except ImportError:
       cls.plot = None
-    cls.proc = subprocess.run(argv,
-                              cwd=str(_ROOT),
-                              env=env,
-                              capture_output=True,
-                              text=True,
-                              timeout=600,
-                              check=False)
-    cls.result = None
-    if cls.proc.returncode == 0 and os.path.exists(path):
-      with open(path) as f:
-        cls.result = json.load(f)
-
-  @classmethod
-  def tearDownClass(cls):
-    cls._tmp.cleanup()
-    super().tearDownClass()
-
-  def setUp(self):
-    super().setUp()
-    self.assertEqual(
-        self.proc.returncode, 0,
-        f"benchmark failed:\n{self.proc.stdout[-3000:]}\n"
-        f"{self.proc.stderr[-3000:]}")
-    self.assertIsNotNone(self.result)
+      return []
+    cls.plot = os.path.join(tmpdir, "out.png")
+    return ["--plot", cls.plot]
 
   def test_prints_overview_and_unjudged_targets(self):
     out = self.proc.stdout
